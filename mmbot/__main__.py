@@ -1,0 +1,5 @@
+"""Allow ``python -m mmbot``."""
+
+from mmbot.cli import main
+
+raise SystemExit(main())
