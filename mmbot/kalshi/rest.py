@@ -1,0 +1,722 @@
+"""Async client for Kalshi's REST API, on one long-lived ``httpx.AsyncClient``.
+
+Every call goes through :meth:`KalshiRestClient._call`, which
+
+* takes tokens from the local Read or Write bucket (writes by priority:
+  confirm, then delete, then create);
+* signs the request (:class:`~mmbot.kalshi.auth.KalshiAuth`, at send time, so a
+  retry carries a fresh timestamp);
+* turns HTTP errors into typed exceptions with the exchange's code and message;
+* retries 429, 5xx and transport failures with capped exponential backoff and
+  full jitter, under a deadline, for the calls where a retry is safe. Each
+  endpoint states its retry policy and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Generic, Literal, TypeVar
+
+import httpx
+import orjson
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from mmbot.kalshi.auth import KalshiAuth, Signer
+from mmbot.kalshi.backoff import Backoff
+from mmbot.kalshi.errors import (
+    KalshiError,
+    PaginationError,
+    ServerError,
+    TransportError,
+    error_for_status,
+)
+from mmbot.kalshi.models import (
+    Balance,
+    EventPosition,
+    ExchangeStatus,
+    Fill,
+    Market,
+    MarketPosition,
+    Orderbook,
+    Quote,
+    Rfq,
+    Side,
+    parse_fixed_point,
+)
+from mmbot.kalshi.ratelimit import Priority, TokenBucket
+
+__all__ = [
+    "DEFAULT_COST",
+    "QUOTE_COST",
+    "InvalidQuoteError",
+    "KalshiRestClient",
+    "Page",
+    "PositionsPage",
+    "Retry",
+]
+
+log = structlog.get_logger("mmbot.kalshi.rest")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+#: Token cost of most calls (Kalshi's default).
+DEFAULT_COST = 10
+#: Token cost of creating, deleting or fetching a single quote, per the endpoint docs.
+QUOTE_COST = 2
+
+_PRICE_MAX_DECIMALS = 4
+_COUNT_MAX_DECIMALS = 2
+
+
+class Retry(Enum):
+    """When a failed call may be sent again."""
+
+    #: Never: the call is not safe to repeat.
+    NEVER = "never"
+    #: Only when the request certainly did not take effect: a 429 (rejected before any
+    #: processing) or a connection that failed before the request was sent.
+    UNPROCESSED = "unprocessed"
+    #: Also after 5xx and ambiguous transport failures: repeating the call cannot do more
+    #: than doing it once.
+    SAFE = "safe"
+
+
+class _Lane(Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+class InvalidQuoteError(ValueError):
+    """A quote that the exchange would reject, caught before any request is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a cursor-paginated list; ``cursor`` is None on the last page."""
+
+    items: list[T]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionsPage:
+    """One page of ``GET /portfolio/positions``."""
+
+    market_positions: list[MarketPosition]
+    event_positions: list[EventPosition]
+    cursor: str | None
+
+
+def _decimal(value: Decimal | str | int, name: str) -> Decimal:
+    # Floats are refused outright: 0.1 + 0.2 != 0.3 is not a bug we want in a price.
+    if isinstance(value, float | bool):
+        raise TypeError(f"{name} must be a Decimal or a fixed-point string, not {type(value)}")
+    try:
+        return parse_fixed_point(value)
+    except ValueError as exc:
+        raise InvalidQuoteError(f"{name}: {exc}") from None
+
+
+def _decimals(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def validate_quote_prices(
+    yes_bid: Decimal | str | int, no_bid: Decimal | str | int
+) -> tuple[str, str]:
+    """Check a quote's prices as the exchange would and return their wire strings."""
+    prices = {"yes_bid": _decimal(yes_bid, "yes_bid"), "no_bid": _decimal(no_bid, "no_bid")}
+    for name, price in prices.items():
+        if not Decimal(0) <= price <= Decimal(1):
+            raise InvalidQuoteError(f"{name} {price} is outside [0, 1]")
+        if _decimals(price) > _PRICE_MAX_DECIMALS:
+            raise InvalidQuoteError(f"{name} {price} has more than {_PRICE_MAX_DECIMALS} decimals")
+    yes, no = prices["yes_bid"], prices["no_bid"]
+    if yes == 0 and no == 0:
+        raise InvalidQuoteError("yes_bid and no_bid are both 0; a quote must bid on one side")
+    if yes + no > 1:
+        raise InvalidQuoteError(f"yes_bid + no_bid = {yes + no} exceeds 1")
+    return f"{yes:.4f}", f"{no:.4f}"
+
+
+def _format_count(value: Decimal | str | int, name: str) -> str:
+    count = _decimal(value, name)
+    if count <= 0:
+        raise ValueError(f"{name} must be positive, got {count}")
+    if _decimals(count) > _COUNT_MAX_DECIMALS:
+        raise ValueError(f"{name} {count} has more than {_COUNT_MAX_DECIMALS} decimals")
+    return f"{count:.2f}"
+
+
+def _query(params: Mapping[str, Any]) -> dict[str, str | int]:
+    out: dict[str, str | int] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, list | tuple):
+            out[key] = ",".join(str(v) for v in value)
+        else:
+            out[key] = value
+    return out
+
+
+class KalshiRestClient:
+    """Kalshi REST API client. Create once, share everywhere, close on shutdown."""
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: Signer | None = None,
+        *,
+        read_tokens_per_second: float = 200,
+        read_bucket_capacity: float = 400,
+        write_tokens_per_second: float = 100,
+        write_bucket_capacity: float = 100,
+        timeout_seconds: float = 10.0,
+        retry_deadline_seconds: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.read_bucket = TokenBucket(read_tokens_per_second, read_bucket_capacity, name="read")
+        self.write_bucket = TokenBucket(
+            write_tokens_per_second, write_bucket_capacity, name="write"
+        )
+        self._retry_deadline = retry_deadline_seconds
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + "/",
+            auth=KalshiAuth(signer) if signer is not None else None,
+            timeout=httpx.Timeout(timeout_seconds),
+            headers={"Accept": "application/json", "User-Agent": "mmbot"},
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> KalshiRestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the underlying connection pool."""
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ the one request path
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        lane: _Lane,
+        retry: Retry,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        cost: int = DEFAULT_COST,
+        priority: Priority = Priority.READ,
+        deadline_seconds: float | None = None,
+        gone_is_done: bool = False,
+    ) -> Any:
+        """Send one logical call (with its retries) and return the decoded JSON body, if any.
+
+        ``gone_is_done``: for deletes, a 404 after an ambiguous failure means an earlier
+        attempt did the work, so it counts as success.
+        """
+        bucket = self.read_bucket if lane is _Lane.READ else self.write_bucket
+        deadline = time.monotonic() + (
+            self._retry_deadline if deadline_seconds is None else deadline_seconds
+        )
+        backoff = Backoff(base=0.02, cap=1.0, rng=self._rng)
+        url = path.lstrip("/")
+        content = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        query = _query(params) if params else None
+        ambiguous_before = False
+        while True:
+            await bucket.acquire(cost, priority)
+            error: KalshiError
+            try:
+                response = await self._http.request(
+                    method, url, params=query, content=content, headers=headers
+                )
+            except httpx.TransportError as exc:
+                # A failed connect (or waiting for a pooled one) means nothing was sent.
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                sent = sent and not isinstance(exc, httpx.PoolTimeout)
+                error = TransportError(
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                    sent=sent,
+                    method=method,
+                    path=path,
+                )
+                retryable = retry is Retry.SAFE or (retry is Retry.UNPROCESSED and not sent)
+                ambiguous_before = ambiguous_before or sent
+            else:
+                status = response.status_code
+                if status < 400:
+                    return self._decode(response, method, path)
+                error = error_for_status(status, response.content, method=method, path=path)
+                if status == 404 and gone_is_done and ambiguous_before:
+                    log.info("delete_already_done", method=method, path=path)
+                    return None
+                if status == 429:
+                    # Our mirror thought there were tokens; the exchange disagrees. Trust it.
+                    bucket.drain()
+                    retryable = retry is not Retry.NEVER
+                else:
+                    retryable = isinstance(error, ServerError) and retry is Retry.SAFE
+                    ambiguous_before = ambiguous_before or isinstance(error, ServerError)
+            delay = backoff.next_delay()
+            if not retryable or time.monotonic() + delay > deadline:
+                raise error
+            log.warning(
+                "request_retry",
+                method=method,
+                path=path,
+                status=error.status,
+                code=error.code,
+                reason=error.message,
+                attempt=backoff.attempt,
+                delay_ms=round(delay * 1000, 1),
+            )
+            await self._sleep(delay)
+
+    @staticmethod
+    def _decode(response: httpx.Response, method: str, path: str) -> Any:
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise KalshiError(
+                "response is not valid JSON", status=response.status_code, method=method, path=path
+            ) from None
+
+    async def _get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, cost: int = DEFAULT_COST
+    ) -> Any:
+        # Reads change nothing, so every failure mode is safe to retry.
+        return await self._call(
+            "GET", path, lane=_Lane.READ, retry=Retry.SAFE, params=params, cost=cost
+        )
+
+    @staticmethod
+    def _model(model: type[M], data: Any, what: str) -> M:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise KalshiError(
+                f"unexpected {what} in response: {exc.error_count()} problem(s)"
+            ) from exc
+
+    def _models(self, model: type[M], data: Any, key: str) -> list[M]:
+        rows = data.get(key) if isinstance(data, dict) else None
+        if rows is None:
+            return []
+        if not isinstance(rows, list):
+            raise KalshiError(f"unexpected response: {key!r} is not a list")
+        return [self._model(model, row, key) for row in rows]
+
+    @staticmethod
+    def _cursor(data: Any) -> str | None:
+        cursor = data.get("cursor") if isinstance(data, dict) else None
+        return str(cursor) if cursor else None
+
+    @staticmethod
+    async def _paginate(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await fetch(cursor)
+            for item in page.items:
+                yield item
+            if page.cursor is None:
+                return
+            if page.cursor in seen:
+                raise PaginationError(f"server repeated cursor {page.cursor[:40]!r}")
+            seen.add(page.cursor)
+            cursor = page.cursor
+
+    @staticmethod
+    def _quote_path(quote_id: str, rfq_id: str | None, suffix: str = "") -> str:
+        # The rfq-scoped paths are current; the bare quote paths are deprecated but still served.
+        if rfq_id is not None:
+            return f"/communications/rfqs/{rfq_id}/quotes/{quote_id}{suffix}"
+        return f"/communications/quotes/{quote_id}{suffix}"
+
+    # ------------------------------------------------------------------ communications
+
+    async def get_communications_id(self) -> str:
+        """Return this account's public communications id (``GET /communications/id``)."""
+        data = await self._get("/communications/id")
+        if not isinstance(data, dict) or not data.get("communications_id"):
+            raise KalshiError("unexpected response: no communications_id")
+        return str(data["communications_id"])
+
+    async def list_rfqs(
+        self,
+        *,
+        status: str | None = None,
+        market_ticker: str | None = None,
+        event_ticker: str | None = None,
+        subaccount: int | None = None,
+        user_filter: Literal["self"] | None = None,
+        creator_user_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Rfq]:
+        """Return one page of RFQs (``GET /communications/rfqs``)."""
+        data = await self._get(
+            "/communications/rfqs",
+            {
+                "status": status,
+                "market_ticker": market_ticker,
+                "event_ticker": event_ticker,
+                "subaccount": subaccount,
+                "user_filter": user_filter,
+                "creator_user_id": creator_user_id,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return Page(self._models(Rfq, data, "rfqs"), self._cursor(data))
+
+    def iter_rfqs(self, **filters: Any) -> AsyncIterator[Rfq]:
+        """Iterate over every RFQ matching ``filters`` (the arguments of :meth:`list_rfqs`)."""
+        return self._paginate(lambda cursor: self.list_rfqs(cursor=cursor, **filters))
+
+    async def get_rfq(self, rfq_id: str) -> Rfq:
+        """Return one RFQ (``GET /communications/rfqs/{rfq_id}``)."""
+        data = await self._get(f"/communications/rfqs/{rfq_id}")
+        return self._model(Rfq, (data or {}).get("rfq"), "rfq")
+
+    async def create_rfq(
+        self,
+        market_ticker: str,
+        *,
+        contracts: Decimal | str | int | None = None,
+        target_cost_dollars: Decimal | str | None = None,
+        rest_remainder: bool = False,
+        replace_existing: bool = False,
+        subaccount: int | None = None,
+    ) -> str:
+        """Create an RFQ sized by contracts or by target cost; return its id."""
+        if (contracts is None) == (target_cost_dollars is None):
+            raise ValueError("give exactly one of contracts or target_cost_dollars")
+        body: dict[str, Any] = {"market_ticker": market_ticker, "rest_remainder": rest_remainder}
+        if contracts is not None:
+            body["contracts_fp"] = _format_count(contracts, "contracts")
+        else:
+            assert target_cost_dollars is not None
+            cost = _decimal(target_cost_dollars, "target_cost_dollars")
+            if cost <= 0:
+                raise ValueError("target_cost_dollars must be positive")
+            body["target_cost_dollars"] = f"{cost:.4f}" if _decimals(cost) <= 4 else str(cost)
+        if replace_existing:
+            body["replace_existing"] = True
+        if subaccount is not None:
+            body["subaccount"] = subaccount
+        # Only retried when certainly unprocessed: after an ambiguous failure a retry could
+        # meet a 409 (one open RFQ per market) from our own first attempt and lose its id.
+        data = await self._call(
+            "POST",
+            "/communications/rfqs",
+            lane=_Lane.WRITE,
+            retry=Retry.UNPROCESSED,
+            body=body,
+            priority=Priority.CREATE,
+        )
+        return self._created_id(data)
+
+    async def delete_rfq(self, rfq_id: str) -> None:
+        """Delete one of our RFQs (``DELETE /communications/rfqs/{rfq_id}``)."""
+        # Deleting is idempotent: a repeat finds the RFQ gone, which is the goal.
+        await self._call(
+            "DELETE",
+            f"/communications/rfqs/{rfq_id}",
+            lane=_Lane.WRITE,
+            retry=Retry.SAFE,
+            priority=Priority.DELETE,
+            gone_is_done=True,
+        )
+
+    async def list_quotes(
+        self,
+        *,
+        user_filter: Literal["self"] | None = None,
+        rfq_user_filter: Literal["self"] | None = None,
+        quote_creator_user_id: str | None = None,
+        rfq_creator_user_id: str | None = None,
+        rfq_id: str | None = None,
+        status: str | None = None,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Quote]:
+        """Return one page of quotes (``GET /communications/quotes``); needs a creator filter."""
+        if not (user_filter or rfq_user_filter or quote_creator_user_id or rfq_creator_user_id):
+            # The exchange refuses unfiltered quote listings; fail before spending tokens.
+            raise ValueError(
+                "list_quotes needs a creator filter: user_filter='self', "
+                "rfq_user_filter='self', quote_creator_user_id or rfq_creator_user_id"
+            )
+        data = await self._get(
+            "/communications/quotes",
+            {
+                "user_filter": user_filter,
+                "rfq_user_filter": rfq_user_filter,
+                "quote_creator_user_id": quote_creator_user_id,
+                "rfq_creator_user_id": rfq_creator_user_id,
+                "rfq_id": rfq_id,
+                "status": status,
+                "min_ts": min_ts,
+                "max_ts": max_ts,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return Page(self._models(Quote, data, "quotes"), self._cursor(data))
+
+    def iter_quotes(self, **filters: Any) -> AsyncIterator[Quote]:
+        """Iterate over every quote matching ``filters`` (the arguments of :meth:`list_quotes`)."""
+        return self._paginate(lambda cursor: self.list_quotes(cursor=cursor, **filters))
+
+    async def get_quote(self, quote_id: str, *, rfq_id: str | None = None) -> Quote:
+        """Return one quote, through the rfq-scoped path when ``rfq_id`` is known."""
+        data = await self._get(self._quote_path(quote_id, rfq_id), cost=QUOTE_COST)
+        return self._model(Quote, (data or {}).get("quote"), "quote")
+
+    async def create_quote(
+        self,
+        rfq_id: str,
+        yes_bid: Decimal | str,
+        no_bid: Decimal | str,
+        *,
+        rest_remainder: bool = False,
+        post_only: bool = True,
+        subaccount: int | None = None,
+        deadline_seconds: float | None = None,
+    ) -> str:
+        """Quote on an RFQ and return the new quote's id; prices are checked before sending."""
+        yes, no = validate_quote_prices(yes_bid, no_bid)
+        body: dict[str, Any] = {
+            "rfq_id": rfq_id,
+            "yes_bid": yes,
+            "no_bid": no,
+            "rest_remainder": rest_remainder,
+            "post_only": post_only,
+        }
+        if subaccount is not None:
+            body["subaccount"] = subaccount
+        # Safe to repeat: a maker's new quote on an RFQ replaces its previous one, so a
+        # duplicate leaves exactly one live quote at these same prices.
+        data = await self._call(
+            "POST",
+            "/communications/quotes",
+            lane=_Lane.WRITE,
+            retry=Retry.SAFE,
+            body=body,
+            cost=QUOTE_COST,
+            priority=Priority.CREATE,
+            deadline_seconds=deadline_seconds,
+        )
+        return self._created_id(data)
+
+    async def delete_quote(
+        self, quote_id: str, *, rfq_id: str | None = None, deadline_seconds: float | None = None
+    ) -> None:
+        """Withdraw one of our quotes so it can no longer be accepted."""
+        # Idempotent: a repeat finds the quote gone, which is the goal.
+        await self._call(
+            "DELETE",
+            self._quote_path(quote_id, rfq_id),
+            lane=_Lane.WRITE,
+            retry=Retry.SAFE,
+            cost=QUOTE_COST,
+            priority=Priority.DELETE,
+            deadline_seconds=deadline_seconds,
+            gone_is_done=True,
+        )
+
+    async def accept_quote(
+        self, quote_id: str, accepted_side: Side, *, rfq_id: str | None = None
+    ) -> None:
+        """Accept one side of a quote on our own RFQ (requester side)."""
+        if accepted_side not in ("yes", "no"):
+            raise ValueError(f"accepted_side must be 'yes' or 'no', got {accepted_side!r}")
+        # Safe to repeat: acceptance moves the quote to one fixed state; a second accept
+        # cannot accept it twice.
+        await self._call(
+            "PUT",
+            self._quote_path(quote_id, rfq_id, "/accept"),
+            lane=_Lane.WRITE,
+            retry=Retry.SAFE,
+            body={"accepted_side": accepted_side},
+            priority=Priority.CONFIRM,
+        )
+
+    async def confirm_quote(
+        self, quote_id: str, *, rfq_id: str | None = None, deadline_seconds: float | None = None
+    ) -> None:
+        """Confirm an accepted quote, locking the trade; served first in the write lane."""
+        # Safe to repeat: confirmation moves an accepted quote to one fixed state and the
+        # size was fixed by the acceptance, so a duplicate cannot enlarge the trade. Give a
+        # deadline inside the confirmation window (3 s on High Volatility Markets).
+        await self._call(
+            "PUT",
+            self._quote_path(quote_id, rfq_id, "/confirm"),
+            lane=_Lane.WRITE,
+            retry=Retry.SAFE,
+            body={},
+            priority=Priority.CONFIRM,
+            deadline_seconds=deadline_seconds,
+        )
+
+    @staticmethod
+    def _created_id(data: Any) -> str:
+        if not isinstance(data, dict) or not data.get("id"):
+            raise KalshiError("unexpected response: no id for the created object")
+        return str(data["id"])
+
+    # ------------------------------------------------------------------ markets
+
+    async def get_market(self, ticker: str) -> Market:
+        """Return one market, with its price grid (``GET /markets/{ticker}``)."""
+        data = await self._get(f"/markets/{ticker}")
+        return self._model(Market, (data or {}).get("market"), "market")
+
+    async def list_markets(
+        self,
+        *,
+        status: str | None = None,
+        event_ticker: str | None = None,
+        series_ticker: str | None = None,
+        tickers: Sequence[str] | None = None,
+        mve_filter: Literal["only", "exclude"] | None = None,
+        min_close_ts: int | None = None,
+        max_close_ts: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Market]:
+        """Return one page of markets (``GET /markets``)."""
+        data = await self._get(
+            "/markets",
+            {
+                "status": status,
+                "event_ticker": event_ticker,
+                "series_ticker": series_ticker,
+                "tickers": list(tickers) if tickers else None,
+                "mve_filter": mve_filter,
+                "min_close_ts": min_close_ts,
+                "max_close_ts": max_close_ts,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return Page(self._models(Market, data, "markets"), self._cursor(data))
+
+    def iter_markets(self, **filters: Any) -> AsyncIterator[Market]:
+        """Iterate over every market matching ``filters`` (see :meth:`list_markets`)."""
+        return self._paginate(lambda cursor: self.list_markets(cursor=cursor, **filters))
+
+    async def get_orderbook(self, ticker: str, *, depth: int | None = None) -> Orderbook:
+        """Return a market's resting bids (``GET /markets/{ticker}/orderbook``)."""
+        data = await self._get(f"/markets/{ticker}/orderbook", {"depth": depth})
+        try:
+            return Orderbook.from_response(data if isinstance(data, dict) else {})
+        except (ValueError, ValidationError) as exc:
+            raise KalshiError(f"unexpected orderbook in response: {exc}") from exc
+
+    # ------------------------------------------------------------------ portfolio and exchange
+
+    async def list_positions(
+        self,
+        *,
+        ticker: str | None = None,
+        event_ticker: str | None = None,
+        count_filter: str | None = None,
+        subaccount: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> PositionsPage:
+        """Return one page of positions (``GET /portfolio/positions``)."""
+        data = await self._get(
+            "/portfolio/positions",
+            {
+                "ticker": ticker,
+                "event_ticker": event_ticker,
+                "count_filter": count_filter,
+                "subaccount": subaccount,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return PositionsPage(
+            self._models(MarketPosition, data, "market_positions"),
+            self._models(EventPosition, data, "event_positions"),
+            self._cursor(data),
+        )
+
+    def iter_positions(self, **filters: Any) -> AsyncIterator[MarketPosition]:
+        """Iterate over every market position (the arguments of :meth:`list_positions`)."""
+
+        async def fetch(cursor: str | None) -> Page[MarketPosition]:
+            page = await self.list_positions(cursor=cursor, **filters)
+            return Page(page.market_positions, page.cursor)
+
+        return self._paginate(fetch)
+
+    async def list_fills(
+        self,
+        *,
+        ticker: str | None = None,
+        order_id: str | None = None,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        subaccount: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Fill]:
+        """Return one page of fills (``GET /portfolio/fills``)."""
+        data = await self._get(
+            "/portfolio/fills",
+            {
+                "ticker": ticker,
+                "order_id": order_id,
+                "min_ts": min_ts,
+                "max_ts": max_ts,
+                "subaccount": subaccount,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return Page(self._models(Fill, data, "fills"), self._cursor(data))
+
+    def iter_fills(self, **filters: Any) -> AsyncIterator[Fill]:
+        """Iterate over every fill matching ``filters`` (the arguments of :meth:`list_fills`)."""
+        return self._paginate(lambda cursor: self.list_fills(cursor=cursor, **filters))
+
+    async def get_balance(self, *, subaccount: int | None = None) -> Balance:
+        """Return available balance and portfolio value (``GET /portfolio/balance``)."""
+        data = await self._get("/portfolio/balance", {"subaccount": subaccount})
+        return self._model(Balance, data, "balance")
+
+    async def get_exchange_status(self) -> ExchangeStatus:
+        """Return whether the exchange is active and trading (``GET /exchange/status``)."""
+        data = await self._get("/exchange/status")
+        return self._model(ExchangeStatus, data, "exchange status")
