@@ -1,0 +1,247 @@
+"""Command-line entry point: ``mmbot [global options] COMMAND [options]``.
+
+Global options (``--config`` and one ``--section.key`` flag per non-secret setting) are
+accepted both before and after the subcommand. Settings are loaded and logging configured
+once, before any subcommand runs; subcommands receive ``(args, settings)``, and
+``args.config_sources`` maps each dotted key to where its value came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mmbot import __version__
+from mmbot.clients import build_signer
+from mmbot.config import (
+    ConfigError,
+    ConfigKey,
+    Settings,
+    config_keys,
+    load_settings_with_sources,
+    redacted_dump,
+)
+from mmbot.logs import configure_logging, get_logger, register_pem, register_secret
+
+__all__ = ["Handler", "build_parser", "format_config", "main"]
+
+Handler = Callable[[argparse.Namespace, Settings], Any]
+
+# Modules that may add subcommands through ``register(subparsers, parents=[...])``; each is
+# optional so that this CLI works before they exist.
+PLUGIN_MODULES = ("mmbot.opscli",)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_log = get_logger(__name__)
+
+
+def _metavar(spec: ConfigKey) -> str:
+    name = spec.key.rsplit(".", 1)[-1]
+    if spec.value_type is int:
+        return "N"
+    if spec.value_type is float:
+        return "SECONDS" if name.endswith("_seconds") else "X"
+    if spec.value_type is Path:
+        return "PATH"
+    if name.endswith("_url"):
+        return "URL"
+    return name.upper()
+
+
+def _flag_help(spec: ConfigKey) -> str:
+    default = "unset" if spec.default is None else spec.default
+    text = f"{spec.description}; expected {spec.expected} (default: {default})"
+    return text.replace("%", "%%")
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    # SUPPRESS keeps options that were not given out of the namespace entirely: otherwise the
+    # subparser's defaults would overwrite values given before the subcommand, and absent
+    # flags could not be told apart from flags that override a setting.
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = common.add_argument_group("configuration")
+    group.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML configuration file (default: $MMBOT_CONFIG)",
+    )
+    for spec in config_keys():
+        # Secrets are never flags: command lines are visible to every user via the process list.
+        if spec.secret:
+            continue
+        group.add_argument(
+            f"--{spec.key}",
+            dest=spec.key,
+            metavar=_metavar(spec),
+            default=argparse.SUPPRESS,
+            help=_flag_help(spec),
+        )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with built-in and plugin subcommands."""
+    common = _common_parser()
+    parser = argparse.ArgumentParser(
+        prog="mmbot",
+        description="Market maker for Kalshi's RFQ rail.",
+        parents=[common],
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = subparsers.add_parser(
+        "check-config",
+        parents=[common],
+        allow_abbrev=False,
+        help="validate and print the effective configuration (secrets redacted)",
+        description="Validate the configuration and print it with secrets redacted.",
+    )
+    check.add_argument("--json", action="store_true", help="print the configuration as JSON")
+    check.set_defaults(func=_check_config)
+
+    for module_name in PLUGIN_MODULES:
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(subparsers, parents=[common])
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    given = vars(args)
+    return {spec.key: given[spec.key] for spec in config_keys() if spec.key in given}
+
+
+def _print_problems(lines: Sequence[str]) -> None:
+    print("error: invalid configuration", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _register_secrets(settings: Settings) -> None:
+    # Registered before anything can log, so that the key id and key text are scrubbed even
+    # where they turn up unexpectedly (exception messages, third-party debug output).
+    kalshi = settings.kalshi
+    if kalshi.key_id is not None:
+        register_secret(kalshi.key_id.get_secret_value())
+    try:
+        pem = kalshi.private_key_pem()
+    except ConfigError:
+        # Reported by check-config, or by whichever command needs the key.
+        return
+    if pem is not None:
+        register_pem(pem)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the mmbot command line and return the process exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits for --help, --version and usage errors; report the status instead.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        settings, sources = load_settings_with_sources(
+            getattr(args, "config", None), _overrides(args)
+        )
+    except ConfigError as exc:
+        _print_problems([str(problem) for problem in exc.problems])
+        return EXIT_ERROR
+    args.config_sources = sources
+    _register_secrets(settings)
+    configure_logging(settings.log.level, settings.log.resolved_format(sys.stderr), sys.stderr)
+
+    try:
+        result = args.func(args, settings)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    except ConfigError as exc:
+        _print_problems([str(problem) for problem in exc.problems])
+        return EXIT_ERROR
+    except Exception:
+        # Logged rather than printed so the traceback goes through redaction.
+        _log.exception("command failed", command=args.command)
+        return EXIT_ERROR
+    return EXIT_OK if result is None else int(result)
+
+
+def _extra_checks(settings: Settings) -> list[str]:
+    """Return problems that need more than validation: reading and parsing the signing key."""
+    kalshi = settings.kalshi
+    has_key = kalshi.private_key is not None or kalshi.private_key_path is not None
+    if kalshi.key_id is None and not has_key:
+        # No credentials at all is a valid setup: dry-run against the mock exchange needs none.
+        return []
+    try:
+        # The same path the live commands take, so a key that passes here will sign there.
+        build_signer(kalshi)
+    except ConfigError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []
+
+
+def _render_value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def format_config(dump: dict[str, Any], sources: dict[str, str]) -> str:
+    """Render a redacted dump as TOML-like sections, each key annotated with its source."""
+    out: list[str] = []
+    for section, values in dump.items():
+        if out:
+            out.append("")
+        out.append(f"[{section}]")
+        rows = [
+            (f"{key} = {_render_value(value)}", sources.get(f"{section}.{key}", "default"))
+            for key, value in values.items()
+        ]
+        width = max(len(text) for text, _ in rows)
+        out.extend(f"{text.ljust(width)}  # {source}" for text, source in rows)
+    return "\n".join(out)
+
+
+def _check_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the configuration further and print it with secrets redacted."""
+    problems = _extra_checks(settings)
+    if problems:
+        _print_problems(problems)
+        return EXIT_ERROR
+    dump = redacted_dump(settings)
+    if args.json:
+        print(orjson.dumps(dump, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_config(dump, getattr(args, "config_sources", {})))
+    return EXIT_OK

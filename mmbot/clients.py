@@ -1,0 +1,54 @@
+"""Build the exchange clients from settings: the one place config meets ``mmbot.kalshi``."""
+
+from __future__ import annotations
+
+from mmbot.config import ConfigError, ConfigProblem, KalshiSettings
+from mmbot.kalshi.auth import KeyLoadError, Signer
+from mmbot.kalshi.rest import KalshiRestClient
+
+__all__ = ["build_rest_client", "build_signer"]
+
+
+def build_signer(settings: KalshiSettings) -> Signer:
+    """Load the configured key into a signer, or raise ConfigError naming every key at fault."""
+    problems: list[ConfigProblem] = []
+    if settings.key_id is None:
+        problems.append(
+            ConfigProblem(keys=("kalshi.key_id",), note="is not set; it is needed to sign requests")
+        )
+    try:
+        pem = settings.private_key_pem()
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        pem = None
+    else:
+        if pem is None:
+            problems.append(
+                ConfigProblem(
+                    keys=("kalshi.private_key_path", "kalshi.private_key"),
+                    note="neither is set; one of them must hold the PEM private key",
+                )
+            )
+    if problems or settings.key_id is None or pem is None:
+        raise ConfigError(problems)
+    try:
+        return Signer.from_pem(settings.key_id.get_secret_value(), pem)
+    except KeyLoadError as exc:
+        key = (
+            "kalshi.private_key" if settings.private_key is not None else "kalshi.private_key_path"
+        )
+        raise ConfigError([ConfigProblem(keys=(key,), note=str(exc))]) from None
+
+
+def build_rest_client(settings: KalshiSettings, signer: Signer | None) -> KalshiRestClient:
+    """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
+    return KalshiRestClient(
+        settings.rest_url,
+        signer,
+        read_tokens_per_second=settings.read_tokens_per_second,
+        read_bucket_capacity=settings.read_bucket_capacity,
+        write_tokens_per_second=settings.write_tokens_per_second,
+        write_bucket_capacity=settings.write_bucket_capacity,
+        timeout_seconds=settings.request_timeout_seconds,
+        retry_deadline_seconds=settings.retry_deadline_seconds,
+    )
