@@ -76,7 +76,7 @@ class FakeKalshi:
         app = web.Application()
         app.router.add_route("GET", WS_PATH, self._ws)
         app.router.add_route("*", REST_PREFIX + "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

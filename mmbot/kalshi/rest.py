@@ -283,7 +283,9 @@ class KalshiRestClient:
             delay = backoff.next_delay()
             if not retryable or time.monotonic() + delay > deadline:
                 raise error
-            log.warning(
+            # INFO, not WARNING: a retry that then succeeds is the mechanism working. A call
+            # that finally fails raises, and its caller reports that.
+            log.info(
                 "request_retry",
                 method=method,
                 path=path,

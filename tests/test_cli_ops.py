@@ -1,0 +1,245 @@
+"""Operator commands (whoami, rfqs list, quotes list/cancel-all) against a loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmbot.cli import main
+from tests.conftest import KEY_ID, TestKey
+from tests.fake_kalshi import FakeKalshi, Recorded
+
+QUOTE = {
+    "rfq_id": "r1",
+    "creator_id": "me",
+    "rfq_creator_id": "them",
+    "market_ticker": "M-1",
+    "contracts_fp": "10.00",
+    "yes_bid_dollars": "0.4100",
+    "no_bid_dollars": "0.5500",
+    "created_ts": "2026-01-01T00:00:00Z",
+    "updated_ts": "2026-01-01T00:00:00Z",
+    "status": "open",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("MMBOT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def server(rsa_key: TestKey) -> AsyncIterator[FakeKalshi]:
+    async with FakeKalshi({KEY_ID: rsa_key.public}) as srv:
+        yield srv
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, server: FakeKalshi, rsa_key_file: Path) -> None:
+    monkeypatch.setenv("MMBOT_KALSHI__KEY_ID", KEY_ID)
+    monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(rsa_key_file))
+    monkeypatch.setenv("MMBOT_KALSHI__REST_URL", server.rest_url)
+    monkeypatch.setenv("MMBOT_KALSHI__RETRY_DEADLINE_SECONDS", "0.3")
+    monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
+
+
+async def run_cli(*argv: str) -> int:
+    # main() owns its event loop (asyncio.run); the fake server runs in ours.
+    return await asyncio.to_thread(main, list(argv))
+
+
+@pytest.mark.usefixtures("configured")
+async def test_whoami(server: FakeKalshi, capsys: pytest.CaptureFixture[str]) -> None:
+    server.script("GET", "/communications/id", [(200, {"communications_id": "comm-42"})])
+    assert await run_cli("whoami") == 0
+    out = capsys.readouterr().out
+    assert "comm-42" in out
+    assert await run_cli("whoami", "--json") == 0
+    assert '"communications_id":"comm-42"' in capsys.readouterr().out
+    assert all(r.auth_ok for r in server.requests)
+
+
+@pytest.mark.usefixtures("configured")
+async def test_rfqs_list_filters_and_follows_every_page(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(req: Recorded) -> tuple[int, Any]:
+        n = int(req.query.get("cursor") or 0)
+        row = {
+            "id": f"rfq-{n}",
+            "creator_id": "",
+            "market_ticker": "M-1",
+            "contracts_fp": "25.00",
+            "status": "open",
+            "created_ts": "2026-01-01T00:00:00Z",
+        }
+        return 200, {"rfqs": [row], "cursor": str(n + 1) if n < 2 else ""}
+
+    server.route("GET", "/communications/rfqs", handler)
+    assert await run_cli("rfqs", "list", "--status", "open", "--market", "M-1") == 0
+    out = capsys.readouterr().out
+    for n in range(3):
+        assert f"rfq-{n}" in out
+    assert "3 RFQ(s)" in out
+    assert all(
+        r.query["status"] == "open" and r.query["market_ticker"] == "M-1" for r in server.requests
+    )
+
+
+@pytest.mark.usefixtures("configured")
+async def test_quotes_list_uses_user_filter_self(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(req: Recorded) -> tuple[int, Any]:
+        n = int(req.query.get("cursor") or 0)
+        return 200, {"quotes": [{**QUOTE, "id": f"q{n}"}], "cursor": "1" if n == 0 else ""}
+
+    server.route("GET", "/communications/quotes", handler)
+    assert await run_cli("quotes", "list", "--status", "open", "--json") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert '"yes_bid_dollars":"0.4100"' in lines[0]
+    assert all(r.query["user_filter"] == "self" for r in server.requests)
+
+
+def _quote_book(server: FakeKalshi, ids: list[str], *, stuck: set[str] = frozenset()) -> set[str]:
+    """Serve a stateful set of open quotes, two per page; deletes remove them."""
+    open_ids = set(ids)
+
+    def listing(req: Recorded) -> tuple[int, Any]:
+        rows = sorted(open_ids)
+        start = int(req.query.get("cursor") or 0)
+        page = rows[start : start + 2]
+        more = start + 2 < len(rows)
+        quotes = [{**QUOTE, "id": q, "rfq_id": f"r-{q}"} for q in page]
+        return 200, {"quotes": quotes, "cursor": str(start + 2) if more else ""}
+
+    server.route("GET", "/communications/quotes", listing)
+    for q in ids:
+
+        def delete(_: Recorded, q: str = q) -> tuple[int, Any]:
+            if q in stuck:
+                return 500, {"code": "internal", "message": "boom"}
+            if q not in open_ids or q == "q-raced":
+                open_ids.discard(q)
+                return 404, {"code": "not_found", "message": "quote not found"}
+            open_ids.discard(q)
+            return 204, None
+
+        server.route("DELETE", f"/communications/rfqs/r-{q}/quotes/{q}", delete)
+    return open_ids
+
+
+@pytest.mark.usefixtures("configured")
+async def test_cancel_all_deletes_every_open_quote(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remaining = _quote_book(server, ["q1", "q2", "q3", "q4", "q-raced"])
+    assert await run_cli("quotes", "cancel-all", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "cancelled 4 of 5 open quote(s)" in out
+    assert "1 were no longer open" in out
+    assert remaining == set()
+    deletes = [r for r in server.requests if r.method == "DELETE"]
+    assert len(deletes) == 5
+    listings = [r for r in server.requests if r.method == "GET"]
+    assert all(r.query == {**r.query, "user_filter": "self", "status": "open"} for r in listings)
+
+
+@pytest.mark.usefixtures("configured")
+async def test_cancel_all_refuses_without_yes_when_not_a_tty(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a TTY
+    _quote_book(server, ["q1"])
+    assert await run_cli("quotes", "cancel-all") == 1
+    assert "without --yes" in capsys.readouterr().err
+    assert not [r for r in server.requests if r.method == "DELETE"]
+
+
+@pytest.mark.usefixtures("configured")
+async def test_cancel_all_reports_failures_and_leftovers(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _quote_book(server, ["q1", "q2"], stuck={"q2"})
+    assert await run_cli("quotes", "cancel-all", "--yes") == 1
+    captured = capsys.readouterr()
+    assert "cancelled 1 of 2" in captured.out
+    assert "could not cancel q2" in captured.err
+    assert "1 quote(s) still open: q2" in captured.err
+
+
+@pytest.mark.usefixtures("configured")
+async def test_cancel_all_with_nothing_open(
+    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _quote_book(server, [])
+    assert await run_cli("quotes", "cancel-all") == 0
+    assert "no open quotes" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("configured")
+async def test_auth_failure_is_one_line_and_exit_1(
+    server: FakeKalshi,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ed25519_key: TestKey,
+    tmp_path: Path,
+) -> None:
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(ed25519_key.pkcs8_pem)
+    monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(wrong))
+    assert await run_cli("whoami") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: authentication refused")
+    assert "Traceback" not in err
+    assert KEY_ID not in err
+
+
+@pytest.mark.usefixtures("configured")
+async def test_network_failure_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MMBOT_KALSHI__REST_URL", f"http://127.0.0.1:{port}/trade-api/v2")
+    assert await run_cli("rfqs", "list") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach http://127.0.0.1:{port}/trade-api/v2")
+    assert len(err.strip().splitlines()) == 1
+
+
+async def test_missing_credentials_name_the_key(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
+    assert await run_cli("whoami") == 1
+    assert "kalshi.key_id" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("configured")
+async def test_console_script_end_to_end(server: FakeKalshi) -> None:
+    server.script("GET", "/communications/id", [(200, {"communications_id": "comm-7"})])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mmbot",
+        "whoami",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "comm-7" in out.decode()
