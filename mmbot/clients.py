@@ -5,8 +5,9 @@ from __future__ import annotations
 from mmbot.config import ConfigError, ConfigProblem, KalshiSettings
 from mmbot.kalshi.auth import KeyLoadError, Signer
 from mmbot.kalshi.rest import KalshiRestClient
+from mmbot.kalshi.ws import CommunicationsStream
 
-__all__ = ["build_rest_client", "build_signer"]
+__all__ = ["build_communications_stream", "build_rest_client", "build_signer"]
 
 
 def build_signer(settings: KalshiSettings) -> Signer:
@@ -51,4 +52,21 @@ def build_rest_client(settings: KalshiSettings, signer: Signer | None) -> Kalshi
         write_bucket_capacity=settings.write_bucket_capacity,
         timeout_seconds=settings.request_timeout_seconds,
         retry_deadline_seconds=settings.retry_deadline_seconds,
+    )
+
+
+def build_communications_stream(
+    settings: KalshiSettings, signer: Signer | None
+) -> CommunicationsStream:
+    """Create the communications stream with the configured URL, sharding and keep-alive."""
+    return CommunicationsStream(
+        settings.ws_url,
+        signer,
+        shard_factor=settings.shard_factor,
+        shard_key=settings.shard_key,
+        ping_interval_seconds=settings.ws_ping_interval_seconds,
+        ping_timeout_seconds=settings.ws_ping_timeout_seconds,
+        reconnect_min_seconds=settings.ws_reconnect_min_seconds,
+        reconnect_max_seconds=settings.ws_reconnect_max_seconds,
+        open_timeout_seconds=settings.request_timeout_seconds,
     )
