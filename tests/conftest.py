@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mmbot.kalshi.auth import PrivateKey, PublicKey, Signer
+from mmbot.logs import clear_registered_secrets, reset_logging
 
 KEY_ID = "0b5e2f7a-6c1d-4e8b-9a3f-1d2c3b4a5e6f"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging_after_test() -> Iterator[None]:
+    """Undo logging set up by a test (e.g. through cli.main) so it cannot leak into the next."""
+    yield
+    reset_logging()
+    clear_registered_secrets()
 
 
 @dataclass(frozen=True)
