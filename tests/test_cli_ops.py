@@ -16,19 +16,7 @@ import pytest
 from mmbot.cli import main
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import FakeKalshi, Recorded
-
-QUOTE = {
-    "rfq_id": "r1",
-    "creator_id": "me",
-    "rfq_creator_id": "them",
-    "market_ticker": "M-1",
-    "contracts_fp": "10.00",
-    "yes_bid_dollars": "0.4100",
-    "no_bid_dollars": "0.5500",
-    "created_ts": "2026-01-01T00:00:00Z",
-    "updated_ts": "2026-01-01T00:00:00Z",
-    "status": "open",
-}
+from tests.payloads import REST_QUOTE as QUOTE
 
 
 @pytest.fixture(autouse=True)

@@ -33,41 +33,13 @@ from mmbot.kalshi.models import (
     parse_fixed_point,
     parse_message,
 )
-
-# Payloads as the docs show them (fixed-point era).
-RFQ_CREATED = {
-    "type": "rfq_created",
-    "sid": 15,
-    "msg": {
-        "id": "rfq_123",
-        "creator_id": "",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "contracts_fp": "100.00",
-        "target_cost_dollars": "0.35",
-        "created_ts": "2024-12-01T10:00:00Z",
-    },
-}
-QUOTE_ACCEPTED = {
-    "type": "quote_accepted",
-    "sid": 15,
-    "msg": {
-        "quote_id": "quote_456",
-        "rfq_id": "rfq_123",
-        "quote_creator_id": "comm_def456",
-        "rfq_creator_id": "comm_abc123",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "yes_bid_dollars": "0.35",
-        "no_bid_dollars": "0.65",
-        "accepted_side": "yes",
-        "contracts_accepted_fp": "50.00",
-        "yes_contracts_offered_fp": "100.00",
-        "no_contracts_offered_fp": "200.00",
-        "rfq_target_cost_dollars": "0.35",
-        "subaccount": 3,
-    },
-}
+from tests.payloads import (
+    QUOTE_ACCEPTED,
+    QUOTE_CREATED,
+    QUOTE_EXECUTED,
+    RFQ_CREATED,
+    RFQ_DELETED,
+)
 
 
 def test_rfq_created_parses_exact_decimals() -> None:
@@ -82,31 +54,10 @@ def test_rfq_created_parses_exact_decimals() -> None:
 def test_all_five_events_and_controls_parse() -> None:
     frames = [
         RFQ_CREATED,
-        {
-            **RFQ_CREATED,
-            "type": "rfq_deleted",
-            "msg": {**RFQ_CREATED["msg"], "deleted_ts": "2024-12-01T10:05:00Z"},
-        },
-        {
-            "type": "quote_created",
-            "sid": 15,
-            "msg": {k: v for k, v in QUOTE_ACCEPTED["msg"].items() if "accepted" not in k},
-        },
+        RFQ_DELETED,
+        QUOTE_CREATED,
         QUOTE_ACCEPTED,
-        {
-            "type": "quote_executed",
-            "sid": 15,
-            "msg": {
-                "quote_id": "quote_456",
-                "rfq_id": "rfq_123",
-                "quote_creator_id": "a1",
-                "rfq_creator_id": "f6",
-                "order_id": "order_789",
-                "client_order_id": "my_client_order_123",
-                "market_ticker": "FED-23DEC-T3.00",
-                "executed_ts": "2024-12-01T10:05:00Z",
-            },
-        },
+        QUOTE_EXECUTED,
         {"id": 1, "type": "subscribed", "msg": {"channel": "communications", "sid": 1}},
         {"id": 102, "sid": 2, "seq": 7, "type": "unsubscribed"},
         {"id": 123, "sid": 456, "seq": 222, "type": "ok", "msg": {"market_tickers": ["A"]}},

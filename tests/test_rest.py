@@ -25,31 +25,8 @@ from mmbot.kalshi.errors import (
 from mmbot.kalshi.rest import InvalidQuoteError, KalshiRestClient
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import FakeKalshi, Recorded
-
-QUOTE = {
-    "id": "q1",
-    "rfq_id": "r1",
-    "creator_id": "me",
-    "rfq_creator_id": "them",
-    "market_ticker": "M-1",
-    "contracts_fp": "10.00",
-    "yes_bid_dollars": "0.4100",
-    "no_bid_dollars": "0.5500",
-    "created_ts": "2026-01-01T00:00:00Z",
-    "updated_ts": "2026-01-01T00:00:00Z",
-    "status": "open",
-}
-
-
-def rfq(i: int) -> dict[str, Any]:
-    return {
-        "id": f"r{i}",
-        "creator_id": "",
-        "market_ticker": f"M-{i}",
-        "contracts_fp": "10.00",
-        "status": "open",
-        "created_ts": "2026-01-01T00:00:00Z",
-    }
+from tests.payloads import REST_QUOTE as QUOTE
+from tests.payloads import rest_rfq as rfq
 
 
 @pytest.fixture

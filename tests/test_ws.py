@@ -39,90 +39,13 @@ from mmbot.kalshi.ws import (
 )
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import WS_PATH, FakeKalshi
-
-# ----------------------------------------------------------------------------- payloads
-# From the examples in docs/websockets/communications.md (fixed-point strings throughout).
-
-RFQ_CREATED: dict[str, Any] = {
-    "type": "rfq_created",
-    "sid": 15,
-    "msg": {
-        "id": "rfq_123",
-        "creator_id": "",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "contracts_fp": "100.00",
-        "target_cost_dollars": "0.35",
-        "created_ts": "2024-12-01T10:00:00Z",
-    },
-}
-QUOTE_CREATED: dict[str, Any] = {
-    "type": "quote_created",
-    "sid": 15,
-    "msg": {
-        "quote_id": "quote_456",
-        "rfq_id": "rfq_123",
-        "quote_creator_id": "comm_def456",
-        "rfq_creator_id": "comm_abc123",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "yes_bid_dollars": "0.35",
-        "no_bid_dollars": "0.65",
-        "yes_contracts_offered_fp": "100.00",
-        "no_contracts_offered_fp": "200.00",
-        "rfq_target_cost_dollars": "0.35",
-        "created_ts": "2024-12-01T10:02:00Z",
-        "subaccount": 3,
-    },
-}
-QUOTE_ACCEPTED: dict[str, Any] = {
-    "type": "quote_accepted",
-    "sid": 15,
-    "msg": {
-        "quote_id": "quote_456",
-        "rfq_id": "rfq_123",
-        "quote_creator_id": "comm_def456",
-        "rfq_creator_id": "comm_abc123",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "yes_bid_dollars": "0.35",
-        "no_bid_dollars": "0.65",
-        "accepted_side": "yes",
-        "contracts_accepted_fp": "50.00",
-        "yes_contracts_offered_fp": "100.00",
-        "no_contracts_offered_fp": "200.00",
-        "rfq_target_cost_dollars": "0.35",
-        "subaccount": 3,
-    },
-}
-QUOTE_EXECUTED: dict[str, Any] = {
-    "type": "quote_executed",
-    "sid": 15,
-    "msg": {
-        "quote_id": "quote_456",
-        "rfq_id": "rfq_123",
-        "quote_creator_id": "a1b2c3d4e5f6",
-        "rfq_creator_id": "f6e5d4c3b2a1",
-        "order_id": "order_789",
-        "client_order_id": "my_client_order_123",
-        "market_ticker": "FED-23DEC-T3.00",
-        "executed_ts": "2024-12-01T10:05:00Z",
-        "subaccount": 3,
-    },
-}
-RFQ_DELETED: dict[str, Any] = {
-    "type": "rfq_deleted",
-    "sid": 15,
-    "msg": {
-        "id": "rfq_123",
-        "creator_id": "comm_abc123",
-        "market_ticker": "FED-23DEC-T3.00",
-        "event_ticker": "FED-23DEC",
-        "contracts_fp": "100.00",
-        "target_cost_dollars": "0.35",
-        "deleted_ts": "2024-12-01T10:05:00Z",
-    },
-}
+from tests.payloads import (
+    QUOTE_ACCEPTED,
+    QUOTE_CREATED,
+    QUOTE_EXECUTED,
+    RFQ_CREATED,
+    RFQ_DELETED,
+)
 
 
 def rfq_created(rfq_id: str) -> dict[str, Any]:
