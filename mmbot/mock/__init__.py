@@ -1,0 +1,1 @@
+"""Mock Kalshi exchange for dry runs and tests."""
