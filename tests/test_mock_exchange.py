@@ -193,6 +193,34 @@ def test_only_the_creator_deletes_an_open_rfq_and_its_quotes_die_with_it() -> No
         w.exchange.delete_rfq(w.requester, rfq_id)
 
 
+def test_a_confirmed_trade_cannot_be_withdrawn() -> None:
+    w = World()
+    rfq_id = w.rfq()
+    quote_id = w.quote(rfq_id)
+    w.exchange.accept_quote(w.requester, quote_id, {"accepted_side": "yes"})
+    w.exchange.confirm_quote(w.maker, quote_id)
+    with rejects(400, "cannot be withdrawn", code="rfq_locked"):
+        w.exchange.delete_rfq(w.requester, rfq_id)
+    with rejects(400, "cannot be withdrawn", code="rfq_locked"):
+        w.rfq(replace_existing=True)
+    with rejects(404, "not found"):
+        w.exchange.delete_quote(w.maker, quote_id)
+    w.scheduler.advance(20)
+    assert w.exchange.quotes[quote_id].status == "executed"
+    assert w.kinds().count("rfq_deleted") == 1
+
+
+def test_deleting_an_rfq_voids_an_unconfirmed_acceptance() -> None:
+    w = World()
+    rfq_id = w.rfq()
+    quote_id = w.quote(rfq_id)
+    w.exchange.accept_quote(w.requester, quote_id, {"accepted_side": "yes"})
+    w.exchange.delete_rfq(w.requester, rfq_id)
+    assert w.exchange.quotes[quote_id].status == "cancelled"
+    with rejects(400, "not accepted"):
+        w.exchange.confirm_quote(w.maker, quote_id)
+
+
 # ----------------------------------------------------------------------------- quotes
 
 

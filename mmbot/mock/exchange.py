@@ -558,6 +558,8 @@ class Exchange:
         same_market = [r for r in self.open_rfqs_of(user) if r.market is market]
         if same_market and body.get("replace_existing") is True:
             for old in same_market:
+                self._refuse_if_locked(old)
+            for old in same_market:
                 self._close_rfq(old, "replaced by a new RFQ")
         elif same_market:
             raise MockApiError(409, "conflict", f"an open RFQ already exists on market {ticker}")
@@ -626,7 +628,16 @@ class Exchange:
             raise _not_found(f"RFQ {rfq_id}")
         if rfq.status != "open":
             raise MockApiError(404, "RFQ_CLOSED", f"RFQ {rfq_id} is already closed")
+        self._refuse_if_locked(rfq)
         self._close_rfq(rfq, "deleted by creator")
+
+    def _refuse_if_locked(self, rfq: RfqRecord) -> None:
+        # Once a quote is confirmed neither party can withdraw: the trade will execute.
+        if any(q.rfq is rfq and q.status == "confirmed" for q in self.quotes.values()):
+            raise _bad(
+                f"RFQ {rfq.id} has a confirmed quote awaiting execution; it cannot be withdrawn",
+                code="rfq_locked",
+            )
 
     def _close_rfq(
         self, rfq: RfqRecord, reason: str, *, executed: QuoteRecord | None = None
