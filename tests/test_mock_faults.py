@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,11 +14,12 @@ from mmbot.kalshi.auth import KalshiAuth, Signer
 from mmbot.kalshi.errors import RateLimitedError, ServerError
 from mmbot.kalshi.models import RfqCreated
 from mmbot.kalshi.rest import KalshiRestClient
-from mmbot.kalshi.ws import CommunicationsStream, Event, Reconnected
+from mmbot.kalshi.ws import Reconnected
 from mmbot.mock.exchange import User
 from mmbot.mock.faults import FaultConfig, FaultConfigError, Faults
 from mmbot.mock.server import MockConfig, MockExchange
 from tests.conftest import KEY_ID, TestKey
+from tests.streams import consuming_mock
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -51,46 +51,6 @@ async def set_faults(mock: MockExchange, **changes: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
     return data
-
-
-class Consumer:
-    """Iterates a CommunicationsStream in its own task and queues what it yields."""
-
-    def __init__(self, stream: CommunicationsStream) -> None:
-        self.stream = stream
-        self.items: asyncio.Queue[Event | Reconnected] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async with contextlib.aclosing(self.stream.events()) as events:
-            async for item in events:
-                await self.items.put(item)
-
-    async def next(self, within: float = 3.0) -> Event | Reconnected:
-        async with asyncio.timeout(within):
-            return await self.items.get()
-
-
-@contextlib.asynccontextmanager
-async def consuming(mock: MockExchange, signer: Signer) -> AsyncIterator[Consumer]:
-    stream = CommunicationsStream(
-        mock.ws_url, signer, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05
-    )
-    consumer = Consumer(stream)
-    try:
-        await until(lambda: stream.stats.connected)
-        yield consumer
-    finally:
-        await stream.close()
-        async with asyncio.timeout(3):
-            await asyncio.wait({consumer.task})
-
-
-async def until(predicate: Any, within: float = 3.0) -> None:
-    async with asyncio.timeout(within):
-        # Polls counters that expose no event to wait on.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 def new_rfq(mock: MockExchange, user: User, index: int) -> str:
@@ -222,7 +182,7 @@ async def test_latency_is_added_to_every_rest_response(rsa_key: TestKey) -> None
 async def test_refused_handshakes_then_accepted(rsa_key: TestKey) -> None:
     async with running(FaultConfig(), rsa_key) as (mock, _):
         signer = rsa_key.signer()
-        async with consuming(mock, signer) as consumer:
+        async with consuming_mock(mock, signer) as consumer:
             await set_faults(mock, refuse_handshakes_seconds=0.3)
             async with aiohttp.ClientSession() as session:
                 headers = signer.headers("GET", mock.ws_url)
@@ -242,7 +202,7 @@ async def test_malformed_frames_are_counted_and_real_events_still_arrive(
     rsa_key: TestKey,
 ) -> None:
     async with running(FaultConfig(malformed_fraction=1.0), rsa_key) as (mock, user):
-        async with consuming(mock, rsa_key.signer()) as consumer:
+        async with consuming_mock(mock, rsa_key.signer()) as consumer:
             ids = [new_rfq(mock, user, i) for i in range(4)]
             got = [await consumer.next() for _ in ids]
             assert [e.msg.id for e in got if isinstance(e, RfqCreated)] == ids
@@ -254,7 +214,7 @@ async def test_malformed_frames_are_counted_and_real_events_still_arrive(
 
 async def test_duplicated_events_arrive_twice(rsa_key: TestKey) -> None:
     async with running(FaultConfig(duplicate_fraction=1.0), rsa_key) as (mock, user):
-        async with consuming(mock, rsa_key.signer()) as consumer:
+        async with consuming_mock(mock, rsa_key.signer()) as consumer:
             rfq_id = new_rfq(mock, user, 0)
             first, second = await consumer.next(), await consumer.next()
         assert isinstance(first, RfqCreated)
@@ -265,7 +225,7 @@ async def test_duplicated_events_arrive_twice(rsa_key: TestKey) -> None:
 
 async def test_reordered_events_arrive_after_the_next_one(rsa_key: TestKey) -> None:
     async with running(FaultConfig(reorder_fraction=1.0), rsa_key) as (mock, user):
-        async with consuming(mock, rsa_key.signer()) as consumer:
+        async with consuming_mock(mock, rsa_key.signer()) as consumer:
             created = [new_rfq(mock, user, i) for i in range(4)]
             got = [await consumer.next() for _ in created]
             order = [e.msg.id for e in got if isinstance(e, RfqCreated)]
@@ -283,7 +243,7 @@ async def test_reordered_events_arrive_after_the_next_one(rsa_key: TestKey) -> N
 async def test_drop_ws_makes_the_client_reconnect(rsa_key: TestKey) -> None:
     async with (
         running(FaultConfig(), rsa_key) as (mock, user),
-        consuming(mock, rsa_key.signer()) as consumer,
+        consuming_mock(mock, rsa_key.signer()) as consumer,
     ):
         async with httpx.AsyncClient() as http:
             response = await http.post(f"{mock.base_url}/_mock/drop_ws")

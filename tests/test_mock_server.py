@@ -7,7 +7,6 @@ the daemon will in dry-run mode; raw httpx requests check exact bodies and statu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import signal
@@ -40,12 +39,12 @@ from mmbot.kalshi.models import (
     RfqDeleted,
 )
 from mmbot.kalshi.rest import KalshiRestClient
-from mmbot.kalshi.ws import CommunicationsStream, Event, Reconnected
 from mmbot.mock.driver import partial_contracts
 from mmbot.mock.exchange import ExchangeEvent
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import CENT_GRID, SimMarket
 from tests.conftest import KEY_ID, TestKey
+from tests.streams import consuming_mock
 
 MAKER_KEY_ID = "maker-key-7c41"
 # Short enough that a whole accept/confirm/execute cycle takes a fraction of a second,
@@ -65,46 +64,6 @@ def standard_market(mock: MockExchange, skip: int = 0) -> SimMarket:
     """A non-HVM market on the one-cent grid (its bid/ask format to 2 decimals)."""
     markets = [m for m in mock.exchange.markets.values() if not m.hvm and m.grid == CENT_GRID]
     return markets[skip]
-
-
-class Consumer:
-    """Iterates a CommunicationsStream in its own task and queues what it yields."""
-
-    def __init__(self, stream: CommunicationsStream) -> None:
-        self.stream = stream
-        self.items: asyncio.Queue[Event | Reconnected] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async with contextlib.aclosing(self.stream.events()) as events:
-            async for item in events:
-                await self.items.put(item)
-
-    async def next_of(self, kind: type[Any], within: float = 3.0) -> Any:
-        """The next yielded item of type ``kind``, skipping others."""
-        async with asyncio.timeout(within):
-            while True:
-                item = await self.items.get()
-                if isinstance(item, kind):
-                    return item
-
-
-@contextlib.asynccontextmanager
-async def consuming(mock: MockExchange, signer: Signer) -> AsyncIterator[Consumer]:
-    stream = CommunicationsStream(
-        mock.ws_url, signer, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05
-    )
-    consumer = Consumer(stream)
-    try:
-        # Subscribed once the server lists the connection with its subscription.
-        async with asyncio.timeout(3):
-            while not stream.stats.connected:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.005)
-        yield consumer
-    finally:
-        await stream.close()
-        async with asyncio.timeout(3):
-            await asyncio.wait({consumer.task})
 
 
 @pytest.fixture
@@ -389,8 +348,8 @@ async def test_full_requester_maker_flow_over_rest_and_ws(
     async with (
         rest(mock, requester_signer) as requester,
         rest(mock, maker_signer) as maker,
-        consuming(mock, requester_signer) as requester_ws,
-        consuming(mock, maker_signer) as maker_ws,
+        consuming_mock(mock, requester_signer) as requester_ws,
+        consuming_mock(mock, maker_signer) as maker_ws,
     ):
         rfq_id = await requester.create_rfq(market.ticker, contracts=contracts)
         seen = await maker_ws.next_of(RfqCreated)
@@ -446,7 +405,7 @@ async def test_a_simulated_requester_accepts_a_makers_quote(
 ) -> None:
     market = standard_market(mock)
     maker_signer = ed25519_key.signer(MAKER_KEY_ID)
-    async with rest(mock, maker_signer) as maker, consuming(mock, maker_signer) as maker_ws:
+    async with rest(mock, maker_signer) as maker, consuming_mock(mock, maker_signer) as maker_ws:
         async with httpx.AsyncClient() as http:
             response = await http.post(
                 control_url(mock, "rfqs"),
@@ -511,7 +470,7 @@ async def test_closing_leaves_no_tasks_timers_or_connections(rsa_key: TestKey) -
     await mock.start()
     mock.register_key(KEY_ID, rsa_key.public)
     signer = rsa_key.signer()
-    async with consuming(mock, signer) as consumer:
+    async with consuming_mock(mock, signer) as consumer:
         await consumer.next_of(RfqCreated)
         # Something in flight everywhere: simulated RFQs with lifetimes, a live WebSocket.
         assert mock.ws_connection_count == 1

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +44,7 @@ from tests.payloads import (
     RFQ_CREATED,
     RFQ_DELETED,
 )
+from tests.streams import Consumer, consuming, until
 
 
 def rfq_created(rfq_id: str) -> dict[str, Any]:
@@ -72,60 +71,6 @@ def stream_for(url: str, signer: Signer | None, **overrides: Any) -> Communicati
     }
     options.update(overrides)
     return CommunicationsStream(url, signer, **options)
-
-
-class Consumer:
-    """Iterates a stream in its own task, like the daemon will, and queues what it yields."""
-
-    def __init__(self, stream: CommunicationsStream) -> None:
-        self.stream = stream
-        self.items: asyncio.Queue[Event | Reconnected] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async with contextlib.aclosing(self.stream.events()) as events:
-            async for item in events:
-                await self.items.put(item)
-
-    async def next(self, within: float = 3.0) -> Event | Reconnected:
-        """The next yielded item; raises what the stream raised if it ended instead."""
-        getter = asyncio.ensure_future(self.items.get())
-        try:
-            async with asyncio.timeout(within):
-                await asyncio.wait({getter, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        self.task.result()
-        raise AssertionError("the stream ended without yielding")
-
-    async def finished(self, within: float = 2.0) -> None:
-        """Wait for the iteration to end and re-raise its error, if any."""
-        async with asyncio.timeout(within):
-            await asyncio.wait({self.task})
-        self.task.result()
-
-
-@contextlib.asynccontextmanager
-async def consuming(stream: CommunicationsStream) -> AsyncIterator[Consumer]:
-    consumer = Consumer(stream)
-    try:
-        yield consumer
-    finally:
-        await stream.close()
-        async with asyncio.timeout(3):
-            await asyncio.wait({consumer.task})
-        if not consumer.task.cancelled():
-            consumer.task.exception()  # retrieved here; tests check it where it matters
-
-
-async def until(predicate: Callable[[], bool], within: float = 3.0) -> None:
-    async with asyncio.timeout(within):
-        # Polls state (server lists, stream stats) that exposes no event to wait on.
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 def stream_tasks() -> list[asyncio.Task[Any]]:
