@@ -82,7 +82,8 @@ def _common_parser() -> argparse.ArgumentParser:
     )
     for spec in config_keys():
         # Secrets are never flags: command lines are visible to every user via the process list.
-        if spec.secret:
+        # Lists and tables (strategy routes) belong in the file, not on a command line.
+        if spec.secret or not spec.scalar:
             continue
         group.add_argument(
             f"--{spec.key}",
@@ -214,6 +215,8 @@ def _render_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value)
     return json.dumps(str(value))
 
 

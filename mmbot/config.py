@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
@@ -359,6 +360,155 @@ class LogSettings(BaseModel):
             return "json"
 
 
+# Money and sizes are Decimal: TOML floats are parsed as Decimal (see _read_toml) and
+# environment values are strings, so "0.01" stays exactly one cent.
+_Dollars = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+_Contracts = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+
+
+class QuotesSettings(BaseModel):
+    """How quotes are sent, kept and withdrawn."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_edge: Annotated[Decimal, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        default=Decimal("0.01"),
+        description="keep yes_bid + no_bid <= 1 - min_edge (dollars per contract)",
+    )
+    ttl_seconds: _PositiveSeconds = Field(
+        default=10.0, description="delete a quote this long after sending it"
+    )
+    requote_threshold: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=Decimal("0.02"),
+        description="replace a live quote when the reference mid moves more than this (dollars)",
+    )
+    rest_remainder: bool = Field(
+        default=False, description="ask the exchange to rest what a partial fill leaves"
+    )
+    max_rfq_age_seconds: _PositiveSeconds = Field(
+        default=10.0,
+        description="after a reconnect, quote RFQs created meanwhile only if younger than this",
+    )
+
+
+class RiskSettings(BaseModel):
+    """Limits no confirmed fill may break."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_contracts_per_rfq: _Contracts = Field(
+        default=Decimal(500), description="largest RFQ (contracts) to quote or confirm"
+    )
+    max_position_per_market: _Contracts = Field(
+        default=Decimal(1000), description="largest net position in one market (contracts)"
+    )
+    max_exposure_dollars: _Dollars = Field(
+        default=Decimal(1000),
+        description="worst-case loss of positions plus fills awaiting execution (dollars)",
+    )
+    max_open_quotes: int = Field(default=100, gt=0, description="most quotes live at once")
+    max_daily_loss_dollars: _Dollars = Field(
+        default=Decimal(250), description="stop adding risk once today's loss reaches this"
+    )
+    kill_switch_file: Path | None = Field(
+        default=None, description="while this file exists: cancel everything, quote nothing"
+    )
+
+
+class RouteSettings(BaseModel):
+    """Markets matched by glob patterns, quoted by one strategy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: list[str] = Field(min_length=1, description="globs on the market or event ticker")
+    strategy: str | None = Field(
+        default=None, description="entry-point name or module:Class (default: strategies.default)"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="parameters, over strategies.params"
+    )
+
+
+class StrategiesSettings(BaseModel):
+    """Which strategy quotes which markets; markets no route matches are not quoted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: str = Field(
+        default="fixed_spread", description="strategy of routes that do not name one"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="parameters of the default strategy"
+    )
+    routes: list[RouteSettings] = Field(
+        default_factory=list, description="pattern -> strategy routes, first match wins"
+    )
+
+
+class MarketDataSettings(BaseModel):
+    """Reference prices and price grids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl_seconds: _PositiveSeconds = Field(
+        default=5.0, description="market data older than this is stale: no quote"
+    )
+    refresh_seconds: _PositiveSeconds = Field(
+        default=1.0, description="how often quoted markets are refreshed"
+    )
+
+
+class JournalSettings(BaseModel):
+    """The durable record of what the daemon did."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Annotated[Path, BeforeValidator(_expand_user)] = Field(
+        default=Path("mmbot-journal.sqlite"), description="SQLite file (WAL mode)"
+    )
+    synchronous: Annotated[Literal["NORMAL", "FULL"], BeforeValidator(_upper)] = Field(
+        default="NORMAL", description="SQLite synchronous mode: FULL also survives power loss"
+    )
+
+
+class ShutdownSettings(BaseModel):
+    """Stopping cleanly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_seconds: _PositiveSeconds = Field(
+        default=8.0, description="time allowed to delete every open quote on shutdown"
+    )
+
+
+class RunSettings(BaseModel):
+    """The running daemon's reporting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status_interval_seconds: _PositiveSeconds = Field(
+        default=5.0, description="how often the one-line status is printed"
+    )
+
+
+class DryRunSettings(BaseModel):
+    """The embedded mock exchange of `mmbot run --dry-run`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rfq_rate: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=2.0, description="RFQs per second from simulated requesters"
+    )
+    markets: int = Field(default=20, gt=0, le=1000, description="simulated markets")
+    seed: int = Field(default=0, description="seed of the simulation (same seed, same RFQs)")
+    hvm_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.2, description="share of High Volatility (combo) markets"
+    )
+    time_scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        default=1.0, description="multiplies confirmation windows and execution timers"
+    )
+
+
 # The TOML file is parsed by load_settings itself, before pydantic-settings runs: a missing
 # file must be an error naming the file (TomlConfigSettingsSource silently skips it), and the
 # attribution of values to sources must see exactly the data that was validated. The parsed
@@ -393,6 +543,14 @@ class Settings(BaseSettings):
 
     kalshi: KalshiSettings = Field(default_factory=KalshiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    quotes: QuotesSettings = Field(default_factory=QuotesSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    strategies: StrategiesSettings = Field(default_factory=StrategiesSettings)
+    marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+    dry_run: DryRunSettings = Field(default_factory=DryRunSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -417,6 +575,8 @@ class ConfigKey:
     description: str
     default: Any
     value_type: type
+    # False for lists and tables (strategy routes and parameters): no command-line flag.
+    scalar: bool = True
 
 
 def _walk_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
@@ -461,8 +621,16 @@ def _describe_expected(info: FieldInfo, base: Any) -> str:
         return "a whole number" + _describe_bounds(info)
     if base is float:
         return "a number" + _describe_bounds(info)
+    if base is Decimal:
+        return "a decimal number" + _describe_bounds(info)
+    if base is bool:
+        return "true or false"
     if base is Path:
         return "a file path"
+    if get_origin(base) is list:
+        return "a list"
+    if get_origin(base) is dict:
+        return "a table"
     return "a string"
 
 
@@ -483,6 +651,7 @@ def _build_keys() -> dict[str, ConfigKey]:
             description=info.description or "",
             default=info.get_default(call_default_factory=True),
             value_type=_value_type(base),
+            scalar=get_origin(base) not in (list, dict),
         )
     return keys
 
@@ -579,7 +748,8 @@ def _read_toml(path: Path, given_by: str) -> dict[str, Any]:
     except OSError as exc:
         raise fail(f"cannot read it: {exc.strerror or type(exc).__name__}") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        # Decimal, not float: "0.01" in a config file must stay exactly one cent.
+        return tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except UnicodeDecodeError:
         raise fail("not valid UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
@@ -744,10 +914,12 @@ def load_settings(
 def _plain(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return REDACTED
-    if isinstance(value, Path):
+    if isinstance(value, Path | Decimal):
         return str(value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -608,3 +609,36 @@ def test_settings_are_frozen() -> None:
 def test_direct_settings_read_env_but_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMBOT_LOG__LEVEL", "error")
     assert Settings().log.level == "ERROR"
+
+
+def test_money_keys_from_toml_are_exact_decimals(tmp_path: Path) -> None:
+    path = tmp_path / "money.toml"
+    path.write_text(
+        "[quotes]\nmin_edge = 0.1\nrequote_threshold = 0.3\n"
+        "[risk]\nmax_exposure_dollars = 1234.56\n"
+        "[strategies]\nparams = { half_spread = 0.07 }\n"
+    )
+    settings = load_settings(path)
+    # With binary floats 0.1 would arrive as 0.1000000000000000055511151231257827...
+    assert settings.quotes.min_edge == Decimal("0.1")
+    assert str(settings.quotes.requote_threshold) == "0.3"
+    assert settings.risk.max_exposure_dollars == Decimal("1234.56")
+    assert settings.strategies.params == {"half_spread": Decimal("0.07")}
+
+
+def test_risk_and_quote_keys_are_validated_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMBOT_RISK__MAX_EXPOSURE_DOLLARS", "-5")
+    monkeypatch.setenv("MMBOT_QUOTES__MIN_EDGE", "1.5")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "risk.max_exposure_dollars: expected a decimal number" in text
+    assert "quotes.min_edge: expected a decimal number" in text
+    assert "MMBOT_QUOTES__MIN_EDGE" in text
+
+
+def test_tables_and_lists_get_no_command_line_flag() -> None:
+    keys = {key.key: key for key in config_keys()}
+    assert not keys["strategies.routes"].scalar
+    assert not keys["strategies.params"].scalar
+    assert keys["risk.max_open_quotes"].scalar
