@@ -138,7 +138,7 @@ class Contract:
 
 @pytest.fixture
 async def contract(rsa_key: TestKey, ed25519_key: TestKey) -> AsyncIterator[Contract]:
-    async with MockExchange(MockConfig(seed=3, markets=12, time_scale=0.01)) as mock:
+    async with MockExchange(MockConfig(seed=3, markets=12, time_scale=0.05)) as mock:
         mock.register_key(KEY_ID, rsa_key.public)
         mock.register_key("maker-key", ed25519_key.public)
         yield Contract(mock)
@@ -244,9 +244,17 @@ async def test_every_endpoint_matches_the_document(
         )
     )[0] == 404
     assert (await c(None, "PUT", accept, path_params=ids, body={"accepted_side": "yes"}))[0] == 401
+    assert (await c(maker, "PUT", confirm, path_params={"quote_id": "nope"}, body={}))[0] == 404
+    assert (await c(None, "PUT", confirm, path_params=ids, body={}))[0] == 401
+    assert (await c(None, "PUT", confirm_scoped, path_params=ids, body={}))[0] == 401
+    assert (
+        await c(maker, "PUT", confirm_scoped, path_params={**ids, "quote_id": "nope"}, body={})
+    )[0] == 404
     assert (await c(requester, "PUT", accept, path_params=ids, body={"accepted_side": "yes"}))[
         0
     ] == 204
+    # Confirm at once: the confirmation window is scaled down with the mock's timers.
+    assert (await c(maker, "PUT", confirm, path_params=ids, body={}))[0] == 204
     assert (
         await c(requester, "PUT", accept_scoped, path_params=ids, body={"accepted_side": "yes"})
     )[0] == 400  # already accepted
@@ -262,13 +270,6 @@ async def test_every_endpoint_matches_the_document(
     assert (await c(None, "PUT", accept_scoped, path_params=ids, body={"accepted_side": "yes"}))[
         0
     ] == 401
-    assert (await c(maker, "PUT", confirm, path_params={"quote_id": "nope"}, body={}))[0] == 404
-    assert (await c(None, "PUT", confirm, path_params=ids, body={}))[0] == 401
-    assert (await c(None, "PUT", confirm_scoped, path_params=ids, body={}))[0] == 401
-    assert (
-        await c(maker, "PUT", confirm_scoped, path_params={**ids, "quote_id": "nope"}, body={})
-    )[0] == 404
-    assert (await c(maker, "PUT", confirm, path_params=ids, body={}))[0] == 204
 
     # Second RFQ/quote for the rfq-scoped confirm and for the deletes.
     _, second = await c(
