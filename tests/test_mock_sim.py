@@ -539,8 +539,8 @@ def test_plan_fields() -> None:
 
 
 def test_reservation_tracks_the_wanted_outcome() -> None:
-    assert reservation_from("yes", 300_000, 0) == D("0.305000")
-    assert reservation_from("no", 300_000, 0) == D("0.705000")
+    assert reservation_from("yes", 300_000, 0) == D("0.320000")
+    assert reservation_from("no", 300_000, 0) == D("0.720000")
     assert reservation_from("yes", 990_000, 50_000) == D("0.999999")
     assert reservation_from("no", 990_000, -50_000) == D("0.000001")
 

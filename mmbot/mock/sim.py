@@ -518,8 +518,9 @@ def requester_price(side: Side, yes_bid: Decimal, no_bid: Decimal) -> Decimal:
     return _ONE - bid
 
 
-#: Requesters pay a little over fair for the immediacy an RFQ buys them.
-REQUESTER_PREMIUM_MICROS = 5_000
+#: Requesters pay over fair for the immediacy an RFQ buys them: two cents, about what a
+#: maker quoting a couple of cents around the mid needs to get some of its quotes hit.
+REQUESTER_PREMIUM_MICROS = 20_000
 _NOISE_HALF_RANGE_MICROS = 25_000
 
 
