@@ -1,0 +1,1332 @@
+"""The journal: a durable, append-only record of every decision and fill, in SQLite (WAL).
+
+One row per event in the ``events`` table. The daemon calls the ``record_*`` methods from
+the event loop; they never touch the disk: each builds an immutable row (redacting free-form
+text and ``detail``), puts it on an unbounded queue and returns. One writer thread owns the
+write connection and commits the queue in batches. Nothing queued is ever dropped: a failing
+disk makes the journal unhealthy (``healthy``, ``last_error``, an ERROR log line) and the
+writer keeps retrying; rows that still cannot be written when the journal is closed are
+logged one by one as ``journal_record_lost`` so they survive in the logs.
+
+Money, prices and sizes are ``Decimal`` in and ``Decimal`` out, stored as the exact
+fixed-point string in TEXT columns; SQL never does arithmetic on them (SQLite would use
+floating point), the read methods sum them in Python.
+
+Every row carries the ``run_id`` of the Journal object that recorded it; ``start()`` records
+``run_started`` as the run's first row and ``close()`` records ``run_stopped`` unless
+``record_run_stopped`` already did, so a run without ``run_stopped`` is one that crashed.
+A replacement is one ``quote_replaced`` row for the new quote (never also ``quote_created``);
+the old quote's withdrawal is its own ``quote_deleted`` row with reason ``requote``.
+
+Reading (``summary``, ``executions``, ``last_positions``, ``runs``) uses a fresh read-only
+connection per call, works while the writer runs and without ``start()``, and blocks: call
+it at start-up or exit, or through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import queue
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+import orjson
+
+from mmbot import __version__
+from mmbot.logs import get_logger, redact_event, redact_text
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeleteReason",
+    "Detail",
+    "ExecutionRow",
+    "Journal",
+    "JournalError",
+    "Kind",
+    "RunRow",
+    "Side",
+    "SkipReason",
+    "Summary",
+    "Synchronous",
+    "format_summary",
+]
+
+SCHEMA_VERSION: Final = 1
+
+Side = Literal["yes", "no"]
+Synchronous = Literal["NORMAL", "FULL"]
+# Free-form context for a row: a mapping (stored as JSON) or a plain note (stored as
+# {"note": ...}); redacted either way.
+Detail = Mapping[str, Any] | str | None
+
+_log = get_logger("mmbot.journal")
+
+
+class JournalError(Exception):
+    """The journal file cannot be opened, created or read."""
+
+
+class Kind(StrEnum):
+    """The ``kind`` of a journal event."""
+
+    RUN_STARTED = "run_started"
+    RUN_STOPPED = "run_stopped"
+    RFQ_SEEN = "rfq_seen"
+    RFQ_SKIPPED = "rfq_skipped"
+    QUOTE_CREATED = "quote_created"
+    QUOTE_REPLACED = "quote_replaced"
+    QUOTE_DELETED = "quote_deleted"
+    QUOTE_FAILED = "quote_failed"
+    ACCEPT_RECEIVED = "accept_received"
+    CONFIRM_SENT = "confirm_sent"
+    CONFIRM_DECLINED = "confirm_declined"
+    CONFIRM_FAILED = "confirm_failed"
+    EXECUTION = "execution"
+    POSITION_CHANGED = "position_changed"
+    RECONCILED = "reconciled"
+
+
+class SkipReason(StrEnum):
+    """Usual reasons for ``rfq_skipped`` (any string is accepted)."""
+
+    UNROUTED_MARKET = "unrouted_market"
+    STALE_DATA = "stale_data"
+    NO_MARKET_DATA = "no_market_data"
+    RISK = "risk"
+    KILL_SWITCH = "kill_switch"
+    STRATEGY_DECLINED = "strategy_declined"
+    STRATEGY_ERROR = "strategy_error"
+
+
+class DeleteReason(StrEnum):
+    """Usual reasons for ``quote_deleted`` (any string is accepted)."""
+
+    TTL = "ttl"
+    RFQ_DELETED = "rfq_deleted"
+    REQUOTE = "requote"
+    SHUTDOWN = "shutdown"
+    RECONCILE_UNTRACKED = "reconcile_untracked"
+    KILL_SWITCH = "kill_switch"
+    DECLINED_ACCEPT = "declined_accept"
+
+
+# Each version's statements run once, in one transaction, and are recorded in
+# schema_version; a later mmbot appends version 2 here instead of editing version 1.
+# The triggers make the append-only rule hold for every client of the file, not just us.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rfq_id TEXT,
+            quote_id TEXT,
+            market TEXT,
+            side TEXT,
+            price TEXT,
+            contracts TEXT,
+            amount TEXT,
+            reason TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX events_kind ON events (kind)",
+        "CREATE INDEX events_quote_id ON events (quote_id)",
+        "CREATE INDEX events_ts ON events (ts)",
+        """CREATE TRIGGER events_append_only_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END""",
+        """CREATE TRIGGER events_append_only_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END""",
+    ),
+}
+
+_INSERT: Final = (
+    "INSERT INTO events (ts, run_id, kind, rfq_id, quote_id, market, side, price, contracts,"
+    " amount, reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Row(NamedTuple):
+    ts: str
+    run_id: str
+    kind: str
+    rfq_id: str | None
+    quote_id: str | None
+    market: str | None
+    side: str | None
+    price: str | None
+    contracts: str | None
+    amount: str | None
+    reason: str | None
+    detail: str | None
+
+
+# Queue control items; anything else on the queue is a _Row.
+_FLUSH: Final = object()
+_STOP: Final = object()
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts and totals over one run (``run_id``) or over every run (``run_id`` None)."""
+
+    run_id: str | None
+    runs: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    rfqs_seen: int
+    rfqs_skipped: int
+    rfqs_skipped_by_reason: Mapping[str, int]
+    quotes_created: int
+    quotes_replaced: int
+    quotes_failed: int
+    quotes_deleted: int
+    quotes_deleted_by_reason: Mapping[str, int]
+    accepts: int
+    confirms: int
+    declines: int
+    declines_by_reason: Mapping[str, int]
+    confirm_failures: int
+    executions: int
+    contracts_traded: Decimal
+    premium_paid: Decimal
+    realized_pnl: Decimal
+
+
+@dataclass(frozen=True)
+class ExecutionRow:
+    """One ``execution`` event, with its Decimals exactly as recorded."""
+
+    seq: int
+    ts: datetime
+    run_id: str
+    quote_id: str | None
+    rfq_id: str | None
+    market: str | None
+    side: str | None
+    price: Decimal
+    contracts: Decimal
+    order_id: str | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One daemon run; ``stopped_at`` None means it never recorded a clean stop (a crash)."""
+
+    run_id: str
+    started_at: datetime
+    stopped_at: datetime | None
+    stop_reason: str | None
+    events: int
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format_ts(moment: datetime) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"journal timestamps must be timezone-aware, got {moment!r}")
+    # Fixed width (always microseconds, always Z) so text order is time order and
+    # ``ts >= ?`` comparisons in SQL are correct.
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _dec(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    # bool is an int; a float would carry binary rounding into a money column.
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise TypeError(f"journal amounts must be Decimal, got {type(value).__name__}")
+    exact = Decimal(value)
+    if not exact.is_finite():
+        raise ValueError(f"journal amounts must be finite, got {exact}")
+    # "f" keeps every fractional digit given ("0.3500") and never uses an exponent.
+    return format(exact, "f")
+
+
+def _text(value: str | None) -> str | None:
+    # str() turns StrEnum members into plain strings; redaction runs on every text column
+    # so a secret passed in the wrong argument still never reaches the file.
+    return None if value is None else redact_text(str(value))
+
+
+def _detail(detail: Detail, own: Mapping[str, Any] | None = None) -> str | None:
+    merged: dict[str, Any]
+    if isinstance(detail, str):
+        merged = {"note": detail} if detail else {}
+    else:
+        merged = dict(detail) if detail else {}
+    if own:
+        merged.update({key: value for key, value in own.items() if value is not None})
+    if not merged:
+        return None
+    # The same rule as the logs: secret-named keys, PEM blocks and registered secrets go;
+    # everything that is not plain JSON becomes a (redacted) string, so Decimals stay exact.
+    clean = redact_event(None, "journal", merged)
+    try:
+        return orjson.dumps(clean, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson rejects e.g. integers beyond 64 bits; losing the row would be worse.
+        return json.dumps(clean, default=str)
+
+
+def _dec_out(text: str | None) -> Decimal:
+    return Decimal(text) if text is not None else Decimal(0)
+
+
+# Journals still open at interpreter exit are closed by one atexit hook, so a daemon that
+# forgot close() (or died of an exception) still drains its queue.
+_open_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _close_open_journals() -> None:
+    for journal in list(_open_journals):
+        journal.close(reason="interpreter_exit", timeout=5.0)
+
+
+atexit.register(_close_open_journals)
+
+
+class Journal:
+    """Append-only SQLite record of what the daemon saw, decided and traded."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        clock: Callable[[], datetime] = _utc_now,
+        run_id: str | None = None,
+        batch_interval: float = 0.05,
+        batch_rows: int = 500,
+        busy_timeout: float = 5.0,
+        retry_attempts: int = 3,
+        retry_backoff: float = 0.05,
+        max_outage_backoff: float = 30.0,
+    ) -> None:
+        """Prepare a journal at ``path``; nothing touches the disk before ``start()``."""
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        if batch_rows < 1 or retry_attempts < 1:
+            raise ValueError("batch_rows and retry_attempts must be at least 1")
+        self._path = Path(path)
+        # WAL with synchronous=NORMAL fsyncs only at checkpoints, not at every commit: a
+        # commit survives the process being killed (it is in the OS page cache), but a power
+        # loss or kernel crash can lose the last commits before the next checkpoint. The
+        # database itself is never corrupted either way. FULL fsyncs the WAL at every commit
+        # (at most one per batch, ~20/s), so committed rows also survive a power loss; pick
+        # it where the disk's fsync is cheap or the host is not on protected power.
+        self._synchronous: Synchronous = synchronous
+        self._clock = clock
+        self._run_id = run_id if run_id is not None else self._new_run_id()
+        self._batch_interval = batch_interval
+        self._batch_rows = batch_rows
+        self._busy_timeout = busy_timeout
+        self._retry_attempts = retry_attempts
+        self._retry_backoff = retry_backoff
+        self._max_outage_backoff = max_outage_backoff
+
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Guards the counters, the state flags and the flush waiters; record_* holds it only
+        # for a counter increment and a queue put.
+        self._lock = threading.Lock()
+        self._enqueued = 0
+        self._written = 0
+        self._lost = 0
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._started = False
+        self._closing = False
+        self._write_ok = True
+        self._last_error: str | None = None
+        self._stop_event = threading.Event()
+        self._stop_deadline = float("inf")
+        self._close_result = False
+        self._stop_recorded = False
+
+        # Owned by the writer thread once it runs.
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._pending: list[_Row] = []
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def run_id(self) -> str:
+        """This daemon run's id, stamped on every row it records."""
+        return self._run_id
+
+    @property
+    def healthy(self) -> bool:
+        """True while started, not closed, and the last write attempt succeeded."""
+        thread = self._thread
+        return (
+            self._started
+            and not self._closing
+            and self._write_ok
+            and thread is not None
+            and thread.is_alive()
+        )
+
+    @property
+    def last_error(self) -> str | None:
+        """The most recent write error (kept after recovery, for the record)."""
+        return self._last_error
+
+    @property
+    def backlog(self) -> int:
+        """Rows recorded but not yet committed (including any given up on at close)."""
+        return self._enqueued - self._written
+
+    @property
+    def written(self) -> int:
+        """Rows committed by this Journal object."""
+        return self._written
+
+    @property
+    def lost(self) -> int:
+        """Rows that could not be written before close and were logged instead."""
+        return self._lost
+
+    def start(self, *, detail: Detail = None) -> None:
+        """Open (or create) the database, migrate it, record ``run_started``, start the writer."""
+        with self._lock:
+            if self._started or self._closing:
+                raise RuntimeError("a Journal can be started once, and not after close()")
+        conn = self._open_writer()
+        started = self._row(
+            Kind.RUN_STARTED,
+            detail=_detail(
+                detail,
+                {
+                    "pid": os.getpid(),
+                    "version": __version__,
+                    "python": sys.version.split()[0],
+                    "synchronous": self._synchronous,
+                },
+            ),
+        )
+        with self._lock:
+            # run_started goes ahead of anything recorded before start().
+            self._pending = [started]
+            self._enqueued += 1
+            self._conn = conn
+            self._started = True
+            self._thread = threading.Thread(
+                target=self._writer_main, name="mmbot-journal", daemon=True
+            )
+            self._thread.start()
+        _open_journals.add(self)
+        _log.info("journal_started", path=str(self._path), run_id=self._run_id)
+
+    def close(self, *, reason: str = "shutdown", timeout: float = 10.0) -> bool:
+        """Record ``run_stopped``, drain, commit, checkpoint and close; True if nothing was lost.
+
+        Blocks for up to ``timeout`` seconds (plus one write attempt) while the disk is
+        failing; rows still unwritten then are logged as ``journal_record_lost``.
+        """
+        with self._lock:
+            if self._closing:
+                already = True
+            else:
+                already = False
+                self._closing = True
+                self._stop_deadline = time.monotonic() + timeout
+                if self._started and not self._stop_recorded:
+                    self._stop_recorded = True
+                    self._queue.put(self._row(Kind.RUN_STOPPED, reason=_text(reason)))
+                    self._enqueued += 1
+                self._queue.put(_STOP)
+        thread = self._thread
+        if already:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+            return self._close_result
+        self._stop_event.set()
+        if thread is None:
+            # Never started: whatever was recorded has nowhere to go but the log.
+            self._report_lost(self._drain_nowait(), why="journal closed before start")
+        else:
+            thread.join()
+        _open_journals.discard(self)
+        self._close_result = self.backlog == 0
+        return self._close_result
+
+    # A timeout argument rather than asyncio.timeout(): the outcome is a bool the caller
+    # logs, not an exception that would unwind a shutdown sequence.
+    async def aclose(self, *, reason: str = "shutdown", timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """``close()`` without blocking the event loop."""
+        return await asyncio.to_thread(self.close, reason=reason, timeout=timeout)
+
+    async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until everything recorded so far is committed; False on timeout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            target = self._enqueued
+            if self._written >= target:
+                return True
+            waiter = (target, loop, future)
+            self._waiters.append(waiter)
+            if not self._closing:
+                # Ends the writer's batching window so a flush does not wait it out.
+                self._queue.put(_FLUSH)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+    # ------------------------------------------------------------------ recording
+
+    def record_run_stopped(self, *, reason: str = "shutdown", detail: Detail = None) -> None:
+        """Record a clean stop with final figures; ``close()`` records one if this was not."""
+        with self._lock:
+            if self._stop_recorded:
+                return
+            self._stop_recorded = True
+        self._record(Kind.RUN_STOPPED, reason=reason, detail=_detail(detail))
+
+    def record_rfq_seen(
+        self,
+        *,
+        rfq_id: str,
+        market: str,
+        contracts: Decimal | None,
+        target_cost: Decimal | None,
+        detail: Detail = None,
+    ) -> None:
+        """An RFQ arrived; its size is ``contracts``, or ``target_cost`` (stored in ``amount``)."""
+        self._record(
+            Kind.RFQ_SEEN,
+            rfq_id=rfq_id,
+            market=market,
+            contracts=_dec(contracts),
+            amount=_dec(target_cost),
+            detail=_detail(detail),
+        )
+
+    def record_rfq_skipped(
+        self, *, rfq_id: str, market: str, reason: str, detail: Detail = None
+    ) -> None:
+        """An RFQ was not quoted, and why (see ``SkipReason``)."""
+        self._record(
+            Kind.RFQ_SKIPPED, rfq_id=rfq_id, market=market, reason=reason, detail=_detail(detail)
+        )
+
+    def record_quote_created(
+        self,
+        *,
+        rfq_id: str,
+        quote_id: str,
+        market: str,
+        yes_bid: Decimal,
+        no_bid: Decimal,
+        contracts: Decimal | None,
+        strategy: str,
+        detail: Detail = None,
+    ) -> None:
+        """A fresh quote is live; ``price`` holds yes_bid, detail has yes_bid, no_bid, strategy."""
+        self._record(
+            Kind.QUOTE_CREATED,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            price=_dec(yes_bid),
+            contracts=_dec(contracts),
+            detail=_detail(
+                detail, {"yes_bid": _dec(yes_bid), "no_bid": _dec(no_bid), "strategy": strategy}
+            ),
+        )
+
+    def record_quote_replaced(
+        self,
+        *,
+        rfq_id: str,
+        quote_id: str,
+        old_quote_id: str,
+        market: str,
+        yes_bid: Decimal,
+        no_bid: Decimal,
+        contracts: Decimal | None = None,
+        strategy: str | None = None,
+        reason: str | None = None,
+        detail: Detail = None,
+    ) -> None:
+        """New quote ``quote_id`` is live in place of ``old_quote_id``; not also "created"."""
+        self._record(
+            Kind.QUOTE_REPLACED,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            price=_dec(yes_bid),
+            contracts=_dec(contracts),
+            reason=reason,
+            detail=_detail(
+                detail,
+                {
+                    "old_quote_id": old_quote_id,
+                    "yes_bid": _dec(yes_bid),
+                    "no_bid": _dec(no_bid),
+                    "strategy": strategy,
+                },
+            ),
+        )
+
+    def record_quote_deleted(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str | None,
+        market: str | None,
+        reason: str,
+        detail: Detail = None,
+    ) -> None:
+        """A quote was withdrawn (or found gone), and why (see ``DeleteReason``)."""
+        self._record(
+            Kind.QUOTE_DELETED,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            reason=reason,
+            detail=_detail(detail),
+        )
+
+    def record_quote_failed(
+        self,
+        *,
+        rfq_id: str | None,
+        market: str | None,
+        code: str | None,
+        message: str,
+        status: int | None = None,
+        quote_id: str | None = None,
+        action: str = "create",
+        detail: Detail = None,
+    ) -> None:
+        """The exchange refused a quote request (``action``); ``reason`` holds its error code."""
+        self._record(
+            Kind.QUOTE_FAILED,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            reason=code or None,
+            detail=_detail(detail, {"message": message, "status": status, "action": action}),
+        )
+
+    def record_accept_received(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        side: Side,
+        price: Decimal,
+        contracts: Decimal,
+        detail: Detail = None,
+    ) -> None:
+        """A requester accepted; side, price and contracts are what the maker would buy."""
+        self._record_fill_kind(
+            Kind.ACCEPT_RECEIVED, quote_id, rfq_id, market, side, price, contracts, None, detail
+        )
+
+    def record_confirm_sent(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        side: Side,
+        price: Decimal,
+        contracts: Decimal,
+        detail: Detail = None,
+    ) -> None:
+        """The maker confirmed an accepted quote (its risk is reserved)."""
+        self._record_fill_kind(
+            Kind.CONFIRM_SENT, quote_id, rfq_id, market, side, price, contracts, None, detail
+        )
+
+    def record_confirm_declined(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        side: Side | None,
+        price: Decimal | None,
+        contracts: Decimal | None,
+        reason: str,
+        detail: Detail = None,
+    ) -> None:
+        """The maker did not confirm; ``reason`` is e.g. the risk rule that said no."""
+        self._record_fill_kind(
+            Kind.CONFIRM_DECLINED, quote_id, rfq_id, market, side, price, contracts, reason, detail
+        )
+
+    def record_confirm_failed(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        code: str | None,
+        message: str,
+        status: int | None = None,
+        side: Side | None = None,
+        price: Decimal | None = None,
+        contracts: Decimal | None = None,
+        detail: Detail = None,
+    ) -> None:
+        """The exchange refused a confirm; ``reason`` holds its error code."""
+        self._record(
+            Kind.CONFIRM_FAILED,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            side=side,
+            price=_dec(price),
+            contracts=_dec(contracts),
+            reason=code or None,
+            detail=_detail(detail, {"message": message, "status": status}),
+        )
+
+    def record_execution(
+        self,
+        *,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        side: Side,
+        price: Decimal,
+        contracts: Decimal,
+        order_id: str | None,
+        detail: Detail = None,
+    ) -> None:
+        """A fill: the maker bought ``contracts`` of ``side`` at ``price``."""
+        self._record(
+            Kind.EXECUTION,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            side=side,
+            price=_dec(price),
+            contracts=_dec(contracts),
+            detail=_detail(detail, {"order_id": order_id or None}),
+        )
+
+    def record_position_changed(
+        self,
+        *,
+        market: str,
+        contracts: Decimal,
+        realized_pnl_change: Decimal,
+        quote_id: str | None = None,
+        reason: str | None = None,
+        detail: Detail = None,
+    ) -> None:
+        """``market``'s net position is now ``contracts``; realised P&L moved by ``amount``."""
+        self._record(
+            Kind.POSITION_CHANGED,
+            quote_id=quote_id,
+            market=market,
+            contracts=_dec(contracts),
+            amount=_dec(realized_pnl_change),
+            reason=reason,
+            detail=_detail(detail),
+        )
+
+    def record_reconciled(
+        self, *, trigger: str, counts: Mapping[str, int], detail: Detail = None
+    ) -> None:
+        """A reconciliation with the exchange finished; ``reason`` is what triggered it."""
+        self._record(
+            Kind.RECONCILED, reason=trigger, detail=_detail(detail, {"counts": dict(counts)})
+        )
+
+    def _record_fill_kind(
+        self,
+        kind: Kind,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        side: Side | None,
+        price: Decimal | None,
+        contracts: Decimal | None,
+        reason: str | None,
+        detail: Detail,
+    ) -> None:
+        self._record(
+            kind,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            side=side,
+            price=_dec(price),
+            contracts=_dec(contracts),
+            reason=reason,
+            detail=_detail(detail),
+        )
+
+    def _record(
+        self,
+        kind: Kind,
+        *,
+        rfq_id: str | None = None,
+        quote_id: str | None = None,
+        market: str | None = None,
+        side: str | None = None,
+        price: str | None = None,
+        contracts: str | None = None,
+        amount: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        row = self._row(
+            kind,
+            rfq_id=_text(rfq_id),
+            quote_id=_text(quote_id),
+            market=_text(market),
+            side=_text(side),
+            price=price,
+            contracts=contracts,
+            amount=amount,
+            reason=_text(reason),
+            detail=detail,
+        )
+        with self._lock:
+            if not self._closing:
+                self._queue.put(row)
+                self._enqueued += 1
+                return
+        self._report_lost([row], why="journal closed")
+
+    def _row(
+        self,
+        kind: Kind,
+        *,
+        rfq_id: str | None = None,
+        quote_id: str | None = None,
+        market: str | None = None,
+        side: str | None = None,
+        price: str | None = None,
+        contracts: str | None = None,
+        amount: str | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> _Row:
+        return _Row(
+            _format_ts(self._clock()),
+            self._run_id,
+            kind.value,
+            rfq_id,
+            quote_id,
+            market,
+            side,
+            price,
+            contracts,
+            amount,
+            reason,
+            detail,
+        )
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _new_run_id(self) -> str:
+        return f"{self._clock().astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are the explicit BEGIN/COMMIT below, not
+            # the sqlite3 module's implicit ones.
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open journal {self._path}: {exc}") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(
+                    f"journal {self._path}: SQLite refused WAL mode (got {mode!r}); "
+                    "put the journal on a local filesystem"
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"cannot prepare journal {self._path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            if current > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal {self._path} has schema version {current}, written by a newer "
+                    f"mmbot; this one understands up to {SCHEMA_VERSION}"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, _format_ts(self._clock())),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _writer_main(self) -> None:
+        try:
+            while True:
+                try:
+                    self._writer_loop()
+                    return
+                except Exception as exc:
+                    # A bug here must not end the writer: that would lose every later row.
+                    _log.exception("journal_writer_error", path=str(self._path))
+                    self._note_failure(exc)
+                    if self._stopping and time.monotonic() >= self._stop_deadline:
+                        self._report_lost(
+                            self._pending + self._drain_nowait(), why="journal writer failed"
+                        )
+                        self._pending = []
+                        return
+                    self._stop_event.wait(1.0)
+        finally:
+            self._finish()
+
+    def _writer_loop(self) -> None:
+        outage_delay = min(1.0, self._max_outage_backoff)
+        while True:
+            if self._stopping:
+                self._take_nowait()
+            else:
+                self._collect()
+            if self._pending:
+                if self._write_with_retries(self._pending):
+                    self._pending = []
+                    outage_delay = min(1.0, self._max_outage_backoff)
+                    continue
+                if self._stopping and time.monotonic() >= self._stop_deadline:
+                    self._report_lost(
+                        self._pending + self._drain_nowait(), why="journal could not write"
+                    )
+                    self._pending = []
+                    return
+                # Keep the rows and try again later; new rows keep queueing meanwhile.
+                self._stop_event.wait(outage_delay)
+                outage_delay = min(outage_delay * 2, self._max_outage_backoff)
+            elif self._stopping:
+                return
+
+    def _collect(self) -> None:
+        """Fill the pending batch: up to batch_rows, or until batch_interval has passed."""
+        if not self._pending and not self._accept(self._queue.get()):
+            return
+        deadline = time.monotonic() + self._batch_interval
+        while len(self._pending) < self._batch_rows:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if not self._accept(item):
+                return
+
+    def _accept(self, item: object) -> bool:
+        """Add a row to the batch; False for a control item that ends the batching window."""
+        if isinstance(item, _Row):
+            self._pending.append(item)
+            return True
+        if item is _STOP:
+            self._stopping = True
+        return False
+
+    def _take_nowait(self) -> None:
+        while len(self._pending) < self._batch_rows:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._accept(item)
+
+    def _drain_nowait(self) -> list[_Row]:
+        rows: list[_Row] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return rows
+            if isinstance(item, _Row):
+                rows.append(item)
+
+    def _write_with_retries(self, rows: list[_Row]) -> bool:
+        conn = self._conn
+        assert conn is not None
+        error: BaseException | None = None
+        for attempt in range(self._retry_attempts):
+            if attempt:
+                if self._stopping and time.monotonic() >= self._stop_deadline:
+                    break
+                time.sleep(self._retry_backoff * 2 ** (attempt - 1))
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                error = exc
+                self._rollback(conn)
+                continue
+            self._note_written(len(rows))
+            return True
+        assert error is not None
+        self._note_failure(error)
+        _log.error(
+            "journal_write_failed",
+            path=str(self._path),
+            error=self._last_error,
+            rows=len(rows),
+            backlog=self.backlog,
+            attempts=self._retry_attempts,
+        )
+        return False
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # SQLite may already have rolled back (e.g. after SQLITE_FULL); nothing to undo.
+            pass
+
+    def _note_written(self, count: int) -> None:
+        recovered = False
+        with self._lock:
+            self._written += count
+            if not self._write_ok:
+                self._write_ok = True
+                recovered = True
+            done = [w for w in self._waiters if w[0] <= self._written]
+            for waiter in done:
+                self._waiters.remove(waiter)
+        for _, loop, future in done:
+            # RuntimeError: that event loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future)
+        if recovered:
+            _log.warning("journal_write_recovered", path=str(self._path), backlog=self.backlog)
+
+    def _note_failure(self, error: BaseException) -> None:
+        self._write_ok = False
+        self._last_error = f"{type(error).__name__}: {redact_text(str(error))}"
+
+    def _report_lost(self, rows: list[_Row], *, why: str) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._lost += len(rows)
+        # The log is the last durable place these rows can go; one line each, every column.
+        _log.error("journal_records_lost", path=str(self._path), rows=len(rows), why=why)
+        for row in rows:
+            _log.error("journal_record_lost", why=why, **row._asdict())
+
+    def _finish(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            # Folds the WAL into the main file so the next start (or a copy of the file)
+            # does not depend on the -wal sidecar.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _log.warning("journal_checkpoint_failed", path=str(self._path), error=str(exc))
+        finally:
+            conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if not self._path.exists():
+            raise JournalError(f"no journal at {self._path}")
+        uri = self._path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self._path}: {exc}") from exc
+        try:
+            # One read transaction: every query of a call sees the same snapshot.
+            conn.execute("BEGIN")
+            try:
+                version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise JournalError(f"{self._path} is not an mmbot journal: {exc}") from exc
+            if version is None or version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal {self._path} has schema version {version}; "
+                    f"this mmbot reads versions 1 to {SCHEMA_VERSION}"
+                )
+            yield conn
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read journal {self._path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def summary(self, run_id: str | None = None) -> Summary:
+        """Counts and totals for one run, or over all runs when ``run_id`` is None."""
+        where, params = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        also = "AND run_id = ?" if run_id is not None else ""
+        with self._reader() as conn:
+            counts: dict[tuple[str, str | None], int] = {
+                (kind, reason): count
+                for kind, reason, count in conn.execute(
+                    f"SELECT kind, reason, COUNT(*) FROM events {where} GROUP BY kind, reason",  # noqa: S608
+                    params,
+                )
+            }
+            runs, first, last = conn.execute(
+                f"SELECT COUNT(DISTINCT run_id), MIN(ts), MAX(ts) FROM events {where}",  # noqa: S608
+                params,
+            ).fetchone()
+            fills = conn.execute(
+                f"SELECT price, contracts FROM events WHERE kind = ? {also}",  # noqa: S608
+                (Kind.EXECUTION.value, *params),
+            ).fetchall()
+            pnl = conn.execute(
+                f"SELECT amount FROM events WHERE kind = ? {also}",  # noqa: S608
+                (Kind.POSITION_CHANGED.value, *params),
+            ).fetchall()
+
+        def total(kind: Kind) -> int:
+            return sum(n for (k, _), n in counts.items() if k == kind.value)
+
+        def by_reason(kind: Kind) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for (k, reason), n in counts.items():
+                if k == kind.value:
+                    key = reason if reason is not None else "(none)"
+                    found[key] = found.get(key, 0) + n
+            # Most frequent first, so the table reads as "what mostly happened".
+            return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+        # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
+        with localcontext() as ctx:
+            ctx.prec = 100
+            contracts_traded = sum((_dec_out(c) for _, c in fills), Decimal(0))
+            premium = sum((_dec_out(p) * _dec_out(c) for p, c in fills), Decimal(0))
+            realized = sum((_dec_out(a) for (a,) in pnl), Decimal(0))
+        return Summary(
+            run_id=run_id,
+            runs=runs,
+            first_ts=_parse_ts(first) if first is not None else None,
+            last_ts=_parse_ts(last) if last is not None else None,
+            rfqs_seen=total(Kind.RFQ_SEEN),
+            rfqs_skipped=total(Kind.RFQ_SKIPPED),
+            rfqs_skipped_by_reason=by_reason(Kind.RFQ_SKIPPED),
+            quotes_created=total(Kind.QUOTE_CREATED),
+            quotes_replaced=total(Kind.QUOTE_REPLACED),
+            quotes_failed=total(Kind.QUOTE_FAILED),
+            quotes_deleted=total(Kind.QUOTE_DELETED),
+            quotes_deleted_by_reason=by_reason(Kind.QUOTE_DELETED),
+            accepts=total(Kind.ACCEPT_RECEIVED),
+            confirms=total(Kind.CONFIRM_SENT),
+            declines=total(Kind.CONFIRM_DECLINED),
+            declines_by_reason=by_reason(Kind.CONFIRM_DECLINED),
+            confirm_failures=total(Kind.CONFIRM_FAILED),
+            executions=total(Kind.EXECUTION),
+            contracts_traded=contracts_traded,
+            premium_paid=premium,
+            realized_pnl=realized,
+        )
+
+    def executions(self, since: datetime | None = None) -> list[ExecutionRow]:
+        """Every execution (at or after ``since``, if given), oldest first."""
+        sql = (
+            "SELECT seq, ts, run_id, quote_id, rfq_id, market, side, price, contracts, detail"
+            " FROM events WHERE kind = ?"
+        )
+        params: tuple[str, ...] = (Kind.EXECUTION.value,)
+        if since is not None:
+            sql += " AND ts >= ?"
+            params += (_format_ts(since),)
+        with self._reader() as conn:
+            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
+        result = []
+        for seq, ts, run, quote, rfq, market, side, price, contracts, detail in rows:
+            extra = json.loads(detail) if detail else {}
+            order_id = extra.get("order_id") if isinstance(extra, dict) else None
+            result.append(
+                ExecutionRow(
+                    seq=seq,
+                    ts=_parse_ts(ts),
+                    run_id=run,
+                    quote_id=quote,
+                    rfq_id=rfq,
+                    market=market,
+                    side=side,
+                    price=_dec_out(price),
+                    contracts=_dec_out(contracts),
+                    order_id=str(order_id) if order_id is not None else None,
+                )
+            )
+        return result
+
+    def last_positions(self) -> dict[str, Decimal]:
+        """The latest recorded net position of every market, over all runs."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT market, contracts FROM events WHERE seq IN ("
+                " SELECT MAX(seq) FROM events WHERE kind = ? GROUP BY market)"
+                " ORDER BY market",
+                (Kind.POSITION_CHANGED.value,),
+            ).fetchall()
+        return {market: _dec_out(contracts) for market, contracts in rows if market is not None}
+
+    def format_summary(self, summary: Summary) -> str:
+        """Same as the module-level ``format_summary``."""
+        return format_summary(summary)
+
+    def runs(self) -> list[RunRow]:
+        """Every run in the file, oldest first, with its start, clean stop (if any) and size."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT run_id, MIN(seq), MIN(ts), COUNT(*) FROM events GROUP BY run_id"
+                " ORDER BY MIN(seq)"
+            ).fetchall()
+            stops = {
+                run: (ts, reason)
+                for run, ts, reason in conn.execute(
+                    "SELECT run_id, ts, reason FROM events WHERE kind = ? ORDER BY seq",
+                    (Kind.RUN_STOPPED.value,),
+                )
+            }
+            starts = dict(
+                conn.execute(
+                    "SELECT run_id, MIN(ts) FROM events WHERE kind = ? GROUP BY run_id",
+                    (Kind.RUN_STARTED.value,),
+                ).fetchall()
+            )
+        result = []
+        for run, _seq, first_ts, count in rows:
+            stopped_ts, stop_reason = stops.get(run, (None, None))
+            result.append(
+                RunRow(
+                    run_id=run,
+                    started_at=_parse_ts(starts.get(run, first_ts)),
+                    stopped_at=_parse_ts(stopped_ts) if stopped_ts is not None else None,
+                    stop_reason=stop_reason,
+                    events=count,
+                )
+            )
+        return result
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass
+class _Table:
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, label: str, value: object) -> None:
+        self.lines.append((label, str(value)))
+
+    def add_reasons(self, reasons: Mapping[str, int]) -> None:
+        for reason, count in reasons.items():
+            self.add(f"  {reason}", count)
+
+    def render(self) -> list[str]:
+        label_width = max(len(label) for label, _ in self.lines)
+        value_width = max(len(value) for _, value in self.lines)
+        return [f"{label:<{label_width}}  {value:>{value_width}}" for label, value in self.lines]
+
+
+def _money(value: Decimal) -> str:
+    # Products like price x contracts carry many trailing zeros (0.3500 x 10.00 = 3.500000);
+    # show at least cents, and every significant digit beyond.
+    with localcontext() as ctx:
+        ctx.prec = 100
+        shown = value.normalize()
+        exponent = shown.as_tuple().exponent
+        if isinstance(exponent, int) and exponent > -2:
+            shown = shown.quantize(Decimal("0.01"))
+        return format(shown, "f")
+
+
+def format_summary(summary: Summary) -> str:
+    """Render ``summary`` as an aligned plain-text table, for printing at exit."""
+    if summary.run_id is not None:
+        title = f"mmbot journal: run {summary.run_id}"
+    else:
+        title = f"mmbot journal: all runs ({summary.runs})"
+    if summary.first_ts is not None and summary.last_ts is not None:
+        title += f"\n{_format_ts(summary.first_ts)} to {_format_ts(summary.last_ts)}"
+    table = _Table()
+    table.add("RFQs seen", summary.rfqs_seen)
+    table.add("RFQs skipped", summary.rfqs_skipped)
+    table.add_reasons(summary.rfqs_skipped_by_reason)
+    table.add("Quotes created", summary.quotes_created)
+    table.add("Quotes replaced", summary.quotes_replaced)
+    table.add("Quotes failed", summary.quotes_failed)
+    table.add("Quotes deleted", summary.quotes_deleted)
+    table.add_reasons(summary.quotes_deleted_by_reason)
+    table.add("Accepts", summary.accepts)
+    table.add("Confirms", summary.confirms)
+    table.add("Declines", summary.declines)
+    table.add_reasons(summary.declines_by_reason)
+    table.add("Confirm failures", summary.confirm_failures)
+    table.add("Executions", summary.executions)
+    table.add("Contracts traded", _money(summary.contracts_traded))
+    table.add("Premium paid", _money(summary.premium_paid))
+    table.add("Realized P&L", _money(summary.realized_pnl))
+    return "\n".join([title, *table.render()]) + "\n"
