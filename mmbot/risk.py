@@ -1,0 +1,433 @@
+"""Risk limits, reservations and positions: the gate every quote and every confirmation passes.
+
+Pure and synchronous: no I/O, no logging, no time source besides the injected clock. The
+daemon is a single-threaded asyncio program and every method here runs to completion
+without awaiting, so each call is atomic; :meth:`RiskBook.reserve` is a check-and-set
+that nothing can slip between.
+
+Units: prices in dollars per contract (0 to 1), sizes in contracts, money in dollars, all
+:class:`~decimal.Decimal`. A fill is a :class:`~mmbot.kalshi.models.MakerFill` (the maker
+buys ``contracts`` of ``side`` at ``price``), built by
+:func:`~mmbot.kalshi.models.maker_fill_for_accept`; this module never maps an acceptance
+to a side itself. Positions are signed net contracts: YES > 0, NO < 0. A fill's *delta* is
+``+contracts`` for a YES fill and ``-contracts`` for a NO fill.
+
+Limits are invariants, not best effort. A check passes only if every limit would still
+hold whatever subset of the pending reservations later executes:
+
+* ``max_contracts_per_rfq``: a fill (or quoted side) larger than this is refused.
+* ``max_position_per_market``: with ``committed`` the market's net position, the *long
+  extreme* is ``committed`` + every positive reserved delta (+ the new delta if positive)
+  and the *short extreme* is ``committed`` + every negative reserved delta (+ the new delta
+  if negative); both must lie within ``±max_position_per_market``. Opposite pending
+  fills never offset each other, because either may be voided.
+* ``max_exposure_dollars``: a position's worst-case loss is its cost (a contract can
+  expire worthless); a reservation's is ``fill.max_loss``. ``exposure()`` is the sum of
+  both, and ``exposure() + fill.max_loss`` must not exceed the limit. A reservation that
+  would reduce a position still counts in full: it may never execute, and exposure may
+  only ever be over-estimated.
+* ``max_daily_loss_dollars``: once today's realised loss reaches the limit
+  (``-realized_pnl_today() >= max_daily_loss_dollars``) no new risk is taken. "Today" is
+  the UTC date of the injected clock; the counter restarts when that date moves forward.
+  A clock stepping back across midnight keeps counting into the later day rather than
+  forgetting a loss.
+* ``max_open_quotes`` (quoting only): ``open_quotes`` is the number of quotes already
+  open, not counting the one being checked (nor one it replaces); the check refuses when
+  ``open_quotes >= max_open_quotes``.
+* ``kill_switch``: while set, every check and reservation is refused.
+
+Every check must hold *after* the new fill; there is no "it only makes things a little
+worse" allowance. So when reconciliation (:meth:`RiskBook.set_position`) or a tightened
+:attr:`RiskBook.limits` leaves the book beyond a limit, which is allowed because the
+exchange is the truth, nothing new is granted until the book is back within it, not even
+a fill that would reduce the position (it is counted at full cost and may never execute).
+
+A refused check changes nothing. Checks run in a fixed order and report the first limit
+that fails: kill switch, contracts per RFQ, open quotes, daily loss, position, exposure.
+Bad inputs (a negative or non-finite price or size, a price above 1, an unknown side,
+a non-Decimal number) are programming errors and raise :class:`ValueError` or
+:class:`TypeError` instead of returning a :class:`Decision`.
+
+Reservations are keyed by quote id. Reserving the same quote id with the same market and
+fill again is a no-op that returns ok (a duplicated ``quote_accepted``). Reserving it with
+a different market or fill (a re-accept seen after a reconnect) replaces the old
+reservation only if the new one passes every check computed *without* the old one; if it
+fails, the old reservation is left in place, since keeping more reserved is the safe
+side, and the caller releases it when the quote is voided.
+
+Committing a reservation nets it into the position as the exchange does: fills on the
+position's side add contracts and cost; an opposite fill pairs off
+``netted = min(|position|, contracts)``, each pair paying $1 at once, so realised P&L is
+``netted * (1 - price)`` minus the cost share the netted contracts carried, and any
+leftover opens a position on the other side at the fill's price. When that cost share is
+not an exact decimal, the kept cost and the released cost are both rounded up to the next
+1e-12 dollars, so the book errs towards more exposure and more loss, never less.
+
+:meth:`RiskBook.set_position` replaces a market's contracts and cost with what the
+exchange reports and leaves reservations alone. It touches only the market named, so a
+market the exchange no longer lists must be set to ``(0, 0)`` by the caller. If a
+reserved fill has already executed
+on the exchange and so is inside the reported position, the caller must
+:meth:`~RiskBook.release` that reservation rather than :meth:`~RiskBook.commit` it, or the
+fill would be counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_CEILING, Decimal, localcontext
+from types import MappingProxyType
+from typing import Final
+
+from mmbot.kalshi.models import MakerFill, Side
+
+__all__ = [
+    "KILL_SWITCH",
+    "MAX_CONTRACTS_PER_RFQ",
+    "MAX_DAILY_LOSS_DOLLARS",
+    "MAX_EXPOSURE_DOLLARS",
+    "MAX_OPEN_QUOTES",
+    "MAX_POSITION_PER_MARKET",
+    "REASONS",
+    "Decision",
+    "PositionState",
+    "Reservation",
+    "RiskBook",
+    "RiskLimits",
+]
+
+KILL_SWITCH: Final = "kill_switch"
+MAX_CONTRACTS_PER_RFQ: Final = "max_contracts_per_rfq"
+MAX_OPEN_QUOTES: Final = "max_open_quotes"
+MAX_DAILY_LOSS_DOLLARS: Final = "max_daily_loss_dollars"
+MAX_POSITION_PER_MARKET: Final = "max_position_per_market"
+MAX_EXPOSURE_DOLLARS: Final = "max_exposure_dollars"
+#: Every value :attr:`Decision.reason` can take on a refusal, in the order checks run.
+REASONS: Final = (
+    KILL_SWITCH,
+    MAX_CONTRACTS_PER_RFQ,
+    MAX_OPEN_QUOTES,
+    MAX_DAILY_LOSS_DOLLARS,
+    MAX_POSITION_PER_MARKET,
+    MAX_EXPOSURE_DOLLARS,
+)
+
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+#: Unit a cost share is rounded up to when netting splits a cost inexactly (1e-12 dollars).
+_COST_QUANTUM = Decimal("1e-12")
+_SIDES: Final = ("yes", "no")
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """The limits a :class:`RiskBook` enforces; every Decimal limit is a finite value >= 0."""
+
+    max_contracts_per_rfq: Decimal
+    max_position_per_market: Decimal
+    max_exposure_dollars: Decimal
+    max_open_quotes: int
+    max_daily_loss_dollars: Decimal
+
+    def __post_init__(self) -> None:
+        """Refuse limits that would make every comparison meaningless."""
+        for name in (
+            "max_contracts_per_rfq",
+            "max_position_per_market",
+            "max_exposure_dollars",
+            "max_daily_loss_dollars",
+        ):
+            _non_negative(name, getattr(self, name))
+        quotes = self.max_open_quotes
+        if isinstance(quotes, bool) or not isinstance(quotes, int) or quotes < 0:
+            raise ValueError(f"max_open_quotes must be an integer >= 0, got {quotes!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer of a risk check: ``ok``, or the first limit that failed and its numbers."""
+
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+
+
+_OK: Final = Decision(ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Risk held for an accepted quote between ``reserve`` and ``commit`` or ``release``."""
+
+    quote_id: str
+    market: str
+    fill: MakerFill
+    at: datetime
+
+    @property
+    def delta(self) -> Decimal:
+        """Signed contracts the fill would add to the position (YES > 0, NO < 0)."""
+        return _delta(self.fill)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionState:
+    """Committed position in one market: net contracts, cost, cumulative realised P&L."""
+
+    contracts: Decimal
+    cost: Decimal
+    realized_pnl: Decimal = _ZERO
+
+
+_FLAT: Final = PositionState(contracts=_ZERO, cost=_ZERO)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RiskBook:
+    """Positions, reservations and today's realised P&L, checked against :class:`RiskLimits`."""
+
+    def __init__(self, limits: RiskLimits, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        """Start flat, with no reservations and the kill switch off."""
+        # Public and replaceable so a config reload can tighten limits; what is already
+        # held stays, and only new risk is judged against the new values.
+        self.limits = limits
+        self.kill_switch = False
+        self._clock = clock
+        self._positions: dict[str, PositionState] = {}
+        self._reserved: dict[str, Reservation] = {}
+        self._pnl_day: date | None = None
+        self._pnl_today = _ZERO
+
+    # ------------------------------------------------------------------ checks
+
+    def check_quote(
+        self, market: str, side: Side, price: Decimal, contracts: Decimal, *, open_quotes: int
+    ) -> Decision:
+        """Could a full fill of this quoted side be reserved right now? Reserves nothing."""
+        _validate(side, price, contracts)
+        if isinstance(open_quotes, bool) or not isinstance(open_quotes, int) or open_quotes < 0:
+            raise ValueError(f"open_quotes must be an integer >= 0, got {open_quotes!r}")
+        fill = MakerFill(side=side, price=price, contracts=contracts)
+        return self._check(market, fill, open_quotes=open_quotes, without=None)
+
+    def reserve(self, quote_id: str, market: str, fill: MakerFill) -> Decision:
+        """Atomically check a fill and, if it passes, hold its risk under ``quote_id``."""
+        _validate(fill.side, fill.price, fill.contracts)
+        if self.kill_switch:
+            return _kill_switch()
+        held = self._reserved.get(quote_id)
+        if held is not None and held.market == market and held.fill == fill:
+            return _OK
+        decision = self._check(market, fill, open_quotes=None, without=quote_id)
+        if decision.ok:
+            self._reserved[quote_id] = Reservation(quote_id, market, fill, self._now())
+        return decision
+
+    def release(self, quote_id: str) -> None:
+        """Drop a reservation (void, timeout, failed confirm); an unknown id is a no-op."""
+        self._reserved.pop(quote_id, None)
+
+    def commit(self, quote_id: str) -> None:
+        """Turn a reservation into position on execution; an unknown id is a no-op."""
+        reservation = self._reserved.pop(quote_id, None)
+        if reservation is not None:
+            self._apply(reservation.market, reservation.fill)
+
+    def set_position(self, market: str, contracts: Decimal, cost: Decimal) -> None:
+        """Overwrite a market's position with the exchange's (reconciliation); keeps its P&L."""
+        _finite("contracts", contracts)
+        _non_negative("cost", cost)
+        previous = self._positions.get(market, _FLAT)
+        self._positions[market] = PositionState(contracts, cost, previous.realized_pnl)
+
+    def record_realized(self, amount: Decimal) -> None:
+        """Add realised P&L learned elsewhere (e.g. settlement) to today's total."""
+        _finite("amount", amount)
+        self._roll_day()
+        self._pnl_today += amount
+
+    # ------------------------------------------------------------------ views
+
+    def reserved(self) -> Mapping[str, Reservation]:
+        """Live read-only view of the reservations by quote id."""
+        return MappingProxyType(self._reserved)
+
+    def position(self, market: str) -> Decimal:
+        """Committed net contracts in ``market`` (YES > 0, NO < 0)."""
+        return self._positions.get(market, _FLAT).contracts
+
+    def positions(self) -> Mapping[str, PositionState]:
+        """Live read-only view of every market's committed position."""
+        return MappingProxyType(self._positions)
+
+    def exposure(self) -> Decimal:
+        """Worst-case loss: committed position costs plus every reservation's max loss."""
+        return self._exposure(without=None)
+
+    def realized_pnl_today(self) -> Decimal:
+        """Realised P&L since the last UTC midnight of the clock."""
+        self._roll_day()
+        return self._pnl_today
+
+    # ------------------------------------------------------------------ internals
+
+    def _check(
+        self, market: str, fill: MakerFill, *, open_quotes: int | None, without: str | None
+    ) -> Decision:
+        limits = self.limits
+        if self.kill_switch:
+            return _kill_switch()
+        if fill.contracts > limits.max_contracts_per_rfq:
+            return Decision(
+                False,
+                MAX_CONTRACTS_PER_RFQ,
+                f"{_fmt(fill.contracts)} contracts > max_contracts_per_rfq "
+                f"{_fmt(limits.max_contracts_per_rfq)}",
+            )
+        if open_quotes is not None and open_quotes >= limits.max_open_quotes:
+            return Decision(
+                False,
+                MAX_OPEN_QUOTES,
+                f"{open_quotes} quotes already open, max_open_quotes {limits.max_open_quotes}",
+            )
+        loss = -self.realized_pnl_today()
+        if loss >= limits.max_daily_loss_dollars:
+            return Decision(
+                False,
+                MAX_DAILY_LOSS_DOLLARS,
+                f"realised loss today {_fmt(loss)} >= max_daily_loss_dollars "
+                f"{_fmt(limits.max_daily_loss_dollars)}",
+            )
+
+        committed = self.position(market)
+        pending_long = pending_short = _ZERO
+        for reservation in self._reserved.values():
+            if reservation.market != market or reservation.quote_id == without:
+                continue
+            delta = reservation.delta
+            if delta > 0:
+                pending_long += delta
+            else:
+                pending_short += delta
+        delta = _delta(fill)
+        long_extreme = committed + pending_long + max(delta, _ZERO)
+        short_extreme = committed + pending_short + min(delta, _ZERO)
+        worst = max(abs(long_extreme), abs(short_extreme))
+        if worst > limits.max_position_per_market:
+            return Decision(
+                False,
+                MAX_POSITION_PER_MARKET,
+                f"{market}: {fill.side} {_fmt(fill.contracts)} would allow a position of "
+                f"{_fmt(worst)} (committed {_fmt(committed)}, pending +{_fmt(pending_long)}"
+                f"/{_fmt(pending_short)}) > max_position_per_market "
+                f"{_fmt(limits.max_position_per_market)}",
+            )
+
+        exposure = self._exposure(without=without)
+        after = exposure + fill.max_loss
+        if after > limits.max_exposure_dollars:
+            return Decision(
+                False,
+                MAX_EXPOSURE_DOLLARS,
+                f"exposure {_fmt(exposure)} + max loss {_fmt(fill.max_loss)} "
+                f"({_fmt(fill.contracts)} x {_fmt(fill.price)}) = {_fmt(after)} > "
+                f"max_exposure_dollars {_fmt(limits.max_exposure_dollars)}",
+            )
+        return _OK
+
+    def _exposure(self, *, without: str | None) -> Decimal:
+        committed = sum((p.cost for p in self._positions.values()), _ZERO)
+        pending = sum(
+            (r.fill.max_loss for r in self._reserved.values() if r.quote_id != without), _ZERO
+        )
+        return committed + pending
+
+    def _apply(self, market: str, fill: MakerFill) -> None:
+        if fill.contracts == 0:
+            return
+        state = self._positions.get(market, _FLAT)
+        held, cost = state.contracts, state.cost
+        signed = _delta(fill)
+        if held == 0 or (held > 0) == (signed > 0):
+            self._positions[market] = PositionState(
+                held + signed, cost + fill.max_loss, state.realized_pnl
+            )
+            return
+        size = abs(held)
+        netted = min(size, fill.contracts)
+        leftover = fill.contracts - netted
+        if netted == size:
+            kept, released = _ZERO, cost
+        else:
+            kept = _cost_share(cost, size - netted, size)
+            released = _cost_share(cost, netted, size)
+        realized = netted * (_ONE - fill.price) - released
+        new_cost = fill.price * leftover if leftover > 0 else kept
+        self._positions[market] = PositionState(
+            held + signed, new_cost, state.realized_pnl + realized
+        )
+        self._roll_day()
+        self._pnl_today += realized
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("the risk clock must return timezone-aware datetimes")
+        return now
+
+    def _roll_day(self) -> None:
+        today = self._now().astimezone(UTC).date()
+        # Only a forward move starts a new day: a clock stepping back must not wipe a loss.
+        if self._pnl_day is None or today > self._pnl_day:
+            self._pnl_day = today
+            self._pnl_today = _ZERO
+
+
+def _cost_share(cost: Decimal, part: Decimal, whole: Decimal) -> Decimal:
+    # cost * part / whole need not be a finite decimal. Rounding up, both the cost kept and
+    # the cost released, errs towards more exposure and more loss; a fixed quantum keeps
+    # every later sum exact instead of leaving 28-digit tails that round either way.
+    with localcontext() as ctx:
+        ctx.rounding = ROUND_CEILING
+        return (cost * part / whole).quantize(_COST_QUANTUM)
+
+
+def _kill_switch() -> Decision:
+    return Decision(False, KILL_SWITCH, "kill switch is on: no new quotes or reservations")
+
+
+def _delta(fill: MakerFill) -> Decimal:
+    return fill.contracts if fill.side == "yes" else -fill.contracts
+
+
+def _finite(name: str, value: object) -> Decimal:
+    if not isinstance(value, Decimal):
+        raise TypeError(f"{name} must be a Decimal, got {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _non_negative(name: str, value: object) -> Decimal:
+    checked = _finite(name, value)
+    if checked < 0:
+        raise ValueError(f"{name} must be >= 0, got {checked}")
+    return checked
+
+
+def _validate(side: object, price: object, contracts: object) -> None:
+    if side not in _SIDES:
+        raise ValueError(f"side must be 'yes' or 'no', got {side!r}")
+    _non_negative("contracts", contracts)
+    if _non_negative("price", price) > _ONE:
+        raise ValueError(f"price must be <= 1, got {price}")
+
+
+def _fmt(value: Decimal) -> str:
+    """Plain fixed-point text without trailing zeros or exponent: 4.000 -> 4, 1E+1 -> 10."""
+    return format(value.normalize(), "f")
