@@ -39,7 +39,7 @@ Handler = Callable[[argparse.Namespace, Settings], Any]
 
 # Modules that may add subcommands through ``register(subparsers, parents=[...])``; each is
 # optional so that this CLI works before they exist.
-PLUGIN_MODULES = ("mmbot.opscli", "mmbot.mock.cli")
+PLUGIN_MODULES = ("mmbot.opscli", "mmbot.mock.cli", "mmbot.runcli")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -194,18 +194,27 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _extra_checks(settings: Settings) -> list[str]:
-    """Return problems that need more than validation: reading and parsing the signing key."""
+    """Return problems that need more than validation: strategies, and the signing key."""
+    # Imported here: building strategies imports plug-ins, which only this check needs.
+    from mmbot.runcli import build_router
+
+    problems: list[str] = []
+    try:
+        # The same routes `mmbot run` builds: unknown strategies and bad parameters show here.
+        build_router(settings)
+    except ConfigError as exc:
+        problems.extend(str(problem) for problem in exc.problems)
     kalshi = settings.kalshi
     has_key = kalshi.private_key is not None or kalshi.private_key_path is not None
     if kalshi.key_id is None and not has_key:
         # No credentials at all is a valid setup: dry-run against the mock exchange needs none.
-        return []
+        return problems
     try:
         # The same path the live commands take, so a key that passes here will sign there.
         build_signer(kalshi)
     except ConfigError as exc:
-        return [str(problem) for problem in exc.problems]
-    return []
+        problems.extend(str(problem) for problem in exc.problems)
+    return problems
 
 
 def _render_value(value: Any) -> str:

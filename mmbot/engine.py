@@ -1,0 +1,403 @@
+"""The daemon: events in, handlers out, reconciliation, supervision, clean shutdown.
+
+:class:`Engine` wires the WebSocket stream to the quote manager. Each event is
+handled in its own supervised task, so a slow quote creation never holds up a
+confirmation. On start and after every ``Reconnected`` marker it reconciles with
+the exchange over REST, because the ``communications`` channel has no sequence
+numbers and events may have been missed:
+
+* positions are reloaded from ``GET /portfolio/positions`` (the exchange is the truth);
+* own open quotes the daemon does not track are deleted;
+* own quotes accepted but not confirmed are re-examined (confirmed if risk allows);
+* own confirmed quotes are tracked until they execute;
+* open RFQs created while disconnected are quoted if still fresh.
+
+On stop (SIGTERM, SIGINT or ``--duration``) it stops quoting, deletes every own
+open quote within ``shutdown.timeout_seconds``, flushes the journal and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mmbot.config import Settings
+from mmbot.journal import Journal
+from mmbot.kalshi.errors import KalshiError
+from mmbot.kalshi.models import (
+    Quote,
+    QuoteAccepted,
+    QuoteAcceptedMsg,
+    QuoteExecuted,
+    RfqCreated,
+    RfqDeleted,
+)
+from mmbot.kalshi.rest import KalshiRestClient
+from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
+from mmbot.marketdata import MarketData, reference_mid
+from mmbot.quoting import QuoteManager
+from mmbot.risk import RiskBook
+from mmbot.strategy import StrategyRouter
+
+__all__ = ["Engine", "Snapshot"]
+
+log = structlog.get_logger("mmbot.engine")
+
+_ZERO = Decimal(0)
+_KILL_SWITCH_POLL_SECONDS = 0.5
+_RESTART_DELAY_SECONDS = 1.0
+_SUBSCRIBED_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The daemon's state in numbers, for the status line and the exit summary."""
+
+    rfqs_seen: int
+    rfqs_quoted: int
+    accepts: int
+    confirms: int
+    declines: int
+    executions: int
+    open_quotes: int
+    exposure: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+
+    def line(self) -> str:
+        """One line for the live status."""
+        pnl = self.realized_pnl + self.unrealized_pnl
+        return (
+            f"rfqs {self.rfqs_seen} seen, {self.rfqs_quoted} quoted | accepts {self.accepts}, "
+            f"confirmed {self.confirms}, declined {self.declines}, executed {self.executions} | "
+            f"open quotes {self.open_quotes} | exposure ${self.exposure:.2f} | P&L ${pnl:.2f}"
+        )
+
+
+class Engine:
+    """Runs the market maker until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rest: KalshiRestClient,
+        stream: CommunicationsStream,
+        journal: Journal,
+        risk: RiskBook,
+        router: StrategyRouter,
+        market_data: MarketData,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.stream = stream
+        self.journal = journal
+        self.risk = risk
+        self.router = router
+        self.market_data = market_data
+        self.quotes = QuoteManager(rest, market_data, router, risk, journal, settings.quotes)
+        market_data.on_refresh = self.quotes.on_market
+        self._status = status
+        self.communications_id: str | None = None
+        self.failure: BaseException | None = None
+        self._reconciling = asyncio.Lock()
+        self.reconciliations = 0
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set (or the stream fails for good); return an exit code."""
+        for strategy in self.router.strategies():
+            strategy.on_start()
+        self.communications_id = await self.rest.get_communications_id()
+        markets = await self.market_data.prime()
+        log.info("daemon_started", markets=markets, strategies=len(self.router.strategies()))
+        # Read the kill switch before the first reconciliation: it quotes the open RFQs it
+        # finds and confirms acceptances an earlier run left, and the watcher's first look
+        # would only come after those quotes and confirmations went out.
+        if await self._kill_switch_file_present():
+            self.risk.kill_switch = True
+            log.error("kill_switch_on", file=str(self.settings.risk.kill_switch_file))
+        await self.reconcile("start")
+        background = [
+            asyncio.create_task(self._supervise("market_data", self.market_data.run)),
+            asyncio.create_task(self._supervise("kill_switch", self._watch_kill_switch)),
+            asyncio.create_task(self._consume(stop), name="consume"),
+            asyncio.create_task(self._supervise("catch_up", self._reconcile_once_subscribed)),
+        ]
+        if self._status is not None:
+            background.append(asyncio.create_task(self._supervise("status", self._report)))
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown(background)
+        return 1 if self.failure is not None else 0
+
+    async def _supervise(self, name: str, body: Callable[[], Any]) -> None:
+        """Run a background loop forever, restarting it after an error."""
+        while True:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background_task_failed", task=name)
+                await asyncio.sleep(_RESTART_DELAY_SECONDS)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        quotes = self.quotes
+        try:
+            async with contextlib.aclosing(self.stream.events()) as events:
+                async for item in events:
+                    if isinstance(item, RfqCreated):
+                        quotes.spawn(quotes.on_rfq(item.msg), "rfq")
+                    elif isinstance(item, QuoteAccepted):
+                        quotes.spawn(quotes.on_quote_accepted(item.msg), "accept")
+                    elif isinstance(item, QuoteExecuted):
+                        quotes.on_quote_executed(item.msg)
+                    elif isinstance(item, RfqDeleted):
+                        quotes.spawn(quotes.on_rfq_deleted(item.msg.id), "rfq-deleted")
+                    elif isinstance(item, Reconnected):
+                        log.warning("ws_reconnected", downtime=round(item.downtime_seconds, 3))
+                        quotes.spawn(self.reconcile("reconnect"), "reconcile")
+        except SubscriptionError as exc:
+            # The exchange refuses our subscription for good: nothing to trade on.
+            log.error("subscription_refused", code=exc.code, reason=exc.message)
+            self.failure = exc
+            stop.set()
+        except Exception as exc:
+            log.exception("event_stream_failed")
+            self.failure = exc
+            stop.set()
+
+    async def _reconcile_once_subscribed(self) -> None:
+        # The start reconciliation runs before the stream is subscribed, and the stream
+        # announces only re-subscriptions (Reconnected), not the first one. Whatever was
+        # published in between (an RFQ, an acceptance) reached nobody: catch up once, as
+        # after a reconnect, as soon as the first subscription stands.
+        # The stream exposes no event for it, only this flag: checked a few times a second.
+        while not self.stream.stats.connected:  # noqa: ASYNC110
+            await asyncio.sleep(_SUBSCRIBED_POLL_SECONDS)
+        await self.reconcile("subscribed")
+
+    async def _kill_switch_file_present(self) -> bool:
+        path = self.settings.risk.kill_switch_file
+        # A stat, off the event loop: cheap and never on the hot path.
+        return path is not None and await asyncio.to_thread(Path(path).exists)
+
+    async def _watch_kill_switch(self) -> None:
+        path = self.settings.risk.kill_switch_file
+        if path is None:
+            return
+        while True:
+            present = await self._kill_switch_file_present()
+            if present and not self.risk.kill_switch:
+                self.risk.kill_switch = True
+                log.error("kill_switch_on", file=str(path))
+                deleted = await self.quotes.cancel_all("kill_switch")
+                log.error("kill_switch_cancelled_quotes", deleted=deleted)
+            elif present:
+                # A quote whose creation was in flight when the switch went on was not yet
+                # open for cancel_all, and lands open afterwards: withdraw such stragglers
+                # on every look while the switch stays on (a no-op when nothing is open).
+                late = await self.quotes.cancel_all("kill_switch")
+                if late:
+                    log.error("kill_switch_cancelled_quotes", deleted=late)
+            elif not present and self.risk.kill_switch:
+                self.risk.kill_switch = False
+                log.warning("kill_switch_off", file=str(path))
+            await asyncio.sleep(_KILL_SWITCH_POLL_SECONDS)
+
+    async def _report(self) -> None:
+        interval = self.settings.run.status_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if self._status is not None:
+                self._status(self.snapshot().line())
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def reconcile(self, why: str) -> None:
+        """Bring local state in line with the exchange (see the module docstring)."""
+        async with self._reconciling:
+            try:
+                counts = await self._reconcile()
+            except KalshiError as exc:
+                log.warning("reconcile_failed", why=why, error=str(exc))
+                return
+            self.reconciliations += 1
+            self.journal.record_reconciled(trigger=why, counts=counts)
+            log.info("reconciled", why=why, **counts)
+
+    async def _reconcile(self) -> dict[str, int]:
+        counts = {"positions": 0, "untracked_deleted": 0, "accepted": 0, "confirmed": 0, "rfqs": 0}
+        # Settle our confirmed quotes *before* loading positions: a fill that executed while
+        # its quote_executed event was lost (a WS drop) is already inside the position the
+        # exchange reports, and settling it afterwards would commit it a second time on top
+        # (RiskBook.set_position's contract). Settled first, its commit is then overwritten
+        # by the exchange's figure.
+        for live in self.quotes.live():
+            if live.state == "confirmed" and live.quote_id is not None:
+                with contextlib.suppress(KalshiError):
+                    quote = await self.rest.get_quote(live.quote_id, rfq_id=live.rfq.id)
+                    self.quotes.settle_from_rest(live, quote)
+        listed: set[str] = set()
+        async for position in self.rest.iter_positions():
+            self.risk.set_position(
+                position.ticker, position.position_fp, position.market_exposure_dollars or _ZERO
+            )
+            listed.add(position.ticker)
+            counts["positions"] += 1
+        # The exchange is the truth for markets it stops listing too (a settled market
+        # drops out of the default, unsettled-only listing): set_position only touches the
+        # markets named, so a position kept here would count against limits forever.
+        for market in set(self.risk.positions()) - listed:
+            self.risk.set_position(market, _ZERO, _ZERO)
+
+        open_quotes = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
+        for quote in open_quotes:
+            # Judged against what is tracked now, after the listing, not before it: RFQ
+            # handlers run meanwhile (after a reconnect events flow during reconciliation),
+            # and a quote created while the listing was in flight is ours. One whose create
+            # answer is still on its way is not in tracked_quote_ids() yet, but its RFQ is
+            # tracked (state "creating"); any open quote of ours on a tracked RFQ is that
+            # quote, since a new quote on an RFQ replaces our previous one.
+            tracked = self.quotes.tracked_quote_ids()
+            tracked_rfqs = {live.rfq.id for live in self.quotes.live()}
+            if quote.id not in tracked and quote.rfq_id not in tracked_rfqs:
+                with contextlib.suppress(KalshiError):
+                    await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
+                    counts["untracked_deleted"] += 1
+                    self.journal.record_quote_deleted(
+                        rfq_id=quote.rfq_id,
+                        quote_id=quote.id,
+                        market=quote.market_ticker,
+                        reason="reconcile_untracked",
+                    )
+
+        async for quote in self.rest.iter_quotes(user_filter="self", status="accepted"):
+            counts["accepted"] += 1
+            strategy = self.router.route(quote.market_ticker, "")
+            if strategy is not None:
+                self.quotes.adopt(quote, strategy)
+            # Judged like any acceptance: risk decides whether to confirm (or decline).
+            self.quotes.spawn(self.quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
+
+        async for quote in self.rest.iter_quotes(user_filter="self", status="confirmed"):
+            strategy = self.router.route(quote.market_ticker, "")
+            if self.quotes.adopt_confirmed(quote, strategy):
+                counts["confirmed"] += 1
+
+        max_age = self.settings.quotes.max_rfq_age_seconds
+        now = datetime.now(UTC)
+        async for rfq in self.rest.iter_rfqs(status="open"):
+            if rfq.creator_id and rfq.creator_id == self.communications_id:
+                continue
+            created = rfq.created_ts
+            if created is not None and (now - created).total_seconds() <= max_age:
+                counts["rfqs"] += 1
+                self.quotes.spawn(self.quotes.on_rfq(rfq), "rfq-catch-up")
+        return counts
+
+    # ------------------------------------------------------------------ status and shutdown
+
+    def snapshot(self) -> Snapshot:
+        """Current counters, exposure and P&L."""
+        counters = self.quotes.counters
+        unrealized = _ZERO
+        realized = _ZERO
+        for market, state in self.risk.positions().items():
+            realized += state.realized_pnl
+            cached = self.market_data.market(market)
+            mid = reference_mid(cached) if cached else None
+            if mid is not None and state.contracts != 0:
+                value = mid if state.contracts > 0 else Decimal(1) - mid
+                unrealized += abs(state.contracts) * value - state.cost
+        return Snapshot(
+            rfqs_seen=counters.rfqs_seen,
+            rfqs_quoted=counters.rfqs_quoted,
+            accepts=counters.accepts,
+            confirms=counters.confirms,
+            declines=counters.declines,
+            executions=counters.executions,
+            open_quotes=self.quotes.open_quotes,
+            exposure=self.risk.exposure(),
+            realized_pnl=realized,
+            unrealized_pnl=unrealized,
+        )
+
+    async def shutdown(self, background: list[asyncio.Task[Any]]) -> None:
+        """Stop quoting, withdraw every open quote in time, flush the journal."""
+        started = time.monotonic()
+        timeout = self.settings.shutdown.timeout_seconds
+        self.quotes.quoting = False
+        await self.stream.close()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        deleted = 0
+        try:
+            async with asyncio.timeout(timeout):
+                # Handlers already past their "still quoting?" check (an RFQ waiting for its
+                # market data, say) may still send a quote. Let them finish before the sweep
+                # below looks for open quotes, or such a quote is left open once we exit.
+                # Bounded to half the budget so the sweep itself always gets its turn.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout / 2):
+                        await self.quotes.wait_idle()
+                deleted = await self.quotes.cancel_all("shutdown")
+                # Anything of ours still open on the exchange, tracked or not.
+                leftovers = [
+                    q async for q in self.rest.iter_quotes(user_filter="self", status="open")
+                ]
+                for quote in leftovers:
+                    with contextlib.suppress(KalshiError):
+                        await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
+                        deleted += 1
+        except TimeoutError:
+            log.error("shutdown_timeout", seconds=timeout)
+        except KalshiError as exc:
+            log.error("shutdown_cleanup_failed", error=str(exc))
+        snapshot = self.snapshot()
+        self.journal.record_run_stopped(
+            reason="shutdown",
+            detail={
+                "deleted_quotes": deleted,
+                "exposure": snapshot.exposure,
+                "realized_pnl": snapshot.realized_pnl,
+            },
+        )
+        remaining = max(0.5, timeout - (time.monotonic() - started))
+        if not await self.journal.flush(remaining):
+            log.error("journal_flush_incomplete")
+        log.info(
+            "daemon_stopped", deleted_quotes=deleted, seconds=round(time.monotonic() - started, 3)
+        )
+
+
+def _accepted_msg(quote: Quote) -> QuoteAcceptedMsg:
+    """An acceptance found over REST, in the shape the WebSocket would have delivered it."""
+    return QuoteAcceptedMsg(
+        quote_id=quote.id,
+        rfq_id=quote.rfq_id,
+        quote_creator_id=quote.creator_id,
+        rfq_creator_id=quote.rfq_creator_id,
+        market_ticker=quote.market_ticker,
+        yes_bid_dollars=quote.yes_bid_dollars,
+        no_bid_dollars=quote.no_bid_dollars,
+        yes_contracts_offered_fp=quote.yes_contracts_fp,
+        no_contracts_offered_fp=quote.no_contracts_fp,
+        accepted_side=quote.accepted_side,
+        contracts_accepted_fp=quote.contracts_fp,
+    )

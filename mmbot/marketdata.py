@@ -1,0 +1,188 @@
+"""Reference prices and price grids per market, with staleness.
+
+Markets come from ``GET /markets`` (all open markets at start-up, then the
+quoted ones in batches every ``marketdata.refresh_seconds``) and from
+``GET /markets/{ticker}`` on a cache miss. A market older than
+``marketdata.ttl_seconds`` is stale, and the daemon does not quote on stale
+data. When a refresh moves a market's reference mid, ``on_refresh`` is called
+so live quotes can be replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import structlog
+
+from mmbot.kalshi.errors import KalshiError, NotFoundError
+from mmbot.kalshi.models import Market
+from mmbot.kalshi.rest import KalshiRestClient
+from mmbot.strategy import MarketView
+
+__all__ = ["MarketData", "reference_mid"]
+
+log = structlog.get_logger("mmbot.marketdata")
+
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_TWO = Decimal(2)
+# GET /markets takes a comma-separated list of tickers; keep each request modest.
+_BATCH = 100
+
+
+def reference_mid(market: Market) -> Decimal | None:
+    """The market's reference price: the YES bid/ask mid, else the last trade, else None."""
+    bid, ask = market.yes_bid_dollars, market.yes_ask_dollars
+    # An empty side shows as 0 (no bid) or 1 (no ask) on Kalshi.
+    if bid is not None and ask is not None and _ZERO < bid < ask < _ONE:
+        return (bid + ask) / _TWO
+    last = market.last_price_dollars
+    if last is not None and _ZERO < last < _ONE:
+        return last
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    market: Market
+    fetched_at: float
+
+
+class MarketData:
+    """Cache of market data with freshness, refreshed in the background."""
+
+    def __init__(
+        self,
+        rest: KalshiRestClient,
+        *,
+        ttl_seconds: float,
+        refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_refresh: Callable[[Market], None] | None = None,
+    ) -> None:
+        self._rest = rest
+        self.ttl_seconds = ttl_seconds
+        self.refresh_seconds = refresh_seconds
+        self._clock = clock
+        self.on_refresh = on_refresh
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[Market | None]] = {}
+        self._watched: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ reads (sync, hot path)
+
+    def market(self, ticker: str) -> Market | None:
+        """The cached market, fresh or not."""
+        entry = self._entries.get(ticker)
+        return entry.market if entry else None
+
+    def age(self, ticker: str) -> float | None:
+        """Seconds since the market was fetched, or None if never."""
+        entry = self._entries.get(ticker)
+        return None if entry is None else self._clock() - entry.fetched_at
+
+    def is_fresh(self, ticker: str) -> bool:
+        """True when the market is cached and younger than the TTL."""
+        age = self.age(ticker)
+        return age is not None and age <= self.ttl_seconds
+
+    def view(self, ticker: str, position: Decimal) -> MarketView | None:
+        """What a strategy sees of the market, or None if it was never fetched."""
+        entry = self._entries.get(ticker)
+        if entry is None:
+            return None
+        market = entry.market
+        age = self._clock() - entry.fetched_at
+        return MarketView(
+            ticker=market.ticker,
+            event_ticker=market.event_ticker or "",
+            yes_bid=market.yes_bid_dollars,
+            yes_ask=market.yes_ask_dollars,
+            last_price=market.last_price_dollars,
+            price_ranges=market.price_ranges,
+            hvm=bool(market.mve_collection_ticker or market.mve_selected_legs),
+            age_seconds=age,
+            stale=age > self.ttl_seconds,
+            position=position,
+        )
+
+    # ------------------------------------------------------------------ fetching
+
+    def _store(self, market: Market) -> None:
+        self._entries[market.ticker] = _Entry(market, self._clock())
+
+    async def ensure_fresh(self, ticker: str) -> Market | None:
+        """Return the market, fetching it if missing or stale; None if it does not exist.
+
+        After a failed fetch the stale entry is returned: callers check freshness anyway.
+        """
+        if self.is_fresh(ticker):
+            return self._entries[ticker].market
+        task = self._inflight.get(ticker)
+        if task is None:
+            # Several RFQs on one market arriving together share one request.
+            task = asyncio.create_task(self._fetch(ticker))
+            self._inflight[ticker] = task
+            task.add_done_callback(lambda _: self._inflight.pop(ticker, None))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, ticker: str) -> Market | None:
+        try:
+            market = await self._rest.get_market(ticker)
+        except NotFoundError:
+            return None
+        except KalshiError as exc:
+            log.warning("market_fetch_failed", market=ticker, error=str(exc))
+            return self.market(ticker)
+        self._store(market)
+        return market
+
+    async def prime(self) -> int:
+        """Load every open market (at start-up) and return how many."""
+        count = 0
+        async for market in self._rest.iter_markets(status="open"):
+            self._store(market)
+            count += 1
+        return count
+
+    def watch(self, ticker: str) -> None:
+        """Keep ``ticker`` refreshed (a live quote depends on it)."""
+        self._watched[ticker] = self._watched.get(ticker, 0) + 1
+
+    def unwatch(self, ticker: str) -> None:
+        """Undo one :meth:`watch`."""
+        count = self._watched.get(ticker, 0) - 1
+        if count > 0:
+            self._watched[ticker] = count
+        else:
+            self._watched.pop(ticker, None)
+
+    async def refresh(self, tickers: Iterable[str]) -> int:
+        """Refetch ``tickers`` in batches; call ``on_refresh`` for each; return how many."""
+        wanted = sorted(set(tickers))
+        refreshed = 0
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            page = await self._rest.list_markets(tickers=batch, limit=len(batch))
+            for market in page.items:
+                self._store(market)
+                refreshed += 1
+                if self.on_refresh is not None:
+                    self.on_refresh(market)
+        return refreshed
+
+    async def run(self) -> None:
+        """Refresh the watched markets forever (a supervised background task)."""
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            if not self._watched:
+                continue
+            try:
+                await self.refresh(list(self._watched))
+            except KalshiError as exc:
+                # Stale data stops quoting on its own; keep trying.
+                log.warning("market_refresh_failed", error=str(exc), markets=len(self._watched))

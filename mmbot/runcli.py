@@ -1,0 +1,229 @@
+"""``mmbot run``: the market maker, against the configured exchange or a dry-run mock.
+
+``--dry-run`` starts the mock exchange in-process on loopback, with simulated
+requesters (``dry_run.*`` settings) and an ephemeral key that exists only in
+memory, and runs the daemon against it: nothing reaches Kalshi and no account is
+needed. Both modes print a one-line status every ``run.status_interval_seconds``
+and a summary at exit; ``--duration`` stops either by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from mmbot.clients import build_communications_stream, build_rest_client, build_signer
+from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
+from mmbot.engine import Engine
+from mmbot.journal import Journal
+from mmbot.kalshi.auth import Signer
+from mmbot.marketdata import MarketData
+from mmbot.risk import RiskBook, RiskLimits
+from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
+
+__all__ = ["build_router", "register", "run_daemon"]
+
+log = structlog.get_logger("mmbot.run")
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> None:
+    """Add ``mmbot run``."""
+    run = subparsers.add_parser(
+        "run",
+        parents=parents,
+        help="run the market maker (--dry-run: against an embedded mock exchange)",
+        description="Run the market maker until SIGTERM/SIGINT or --duration.",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run against an in-process mock exchange with simulated requesters",
+    )
+    run.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop by itself after this many seconds",
+    )
+    run.set_defaults(func=_run_command)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return value
+
+
+async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    sources = getattr(args, "config_sources", None) or {}
+    return await run_daemon(settings, dry_run=args.dry_run, duration=args.duration, sources=sources)
+
+
+def build_router(settings: Settings, *, dry_run: bool = False) -> StrategyRouter:
+    """Build the strategy routes, or raise ConfigError naming the route at fault."""
+    config = settings.strategies
+    routes_config = list(config.routes)
+    if not routes_config and dry_run:
+        # A dry-run with no routes would quote nothing; quote everything with the default.
+        routes_config = [RouteSettings(match=["*"])]
+    routes: list[Route] = []
+    problems: list[ConfigProblem] = []
+    for index, route in enumerate(routes_config):
+        ref = route.strategy or config.default
+        params = {**config.params, **route.params} if route.strategy is None else route.params
+        try:
+            routes.append(Route(patterns=tuple(route.match), strategy=build_strategy(ref, params)))
+        except StrategyError as exc:
+            # One line per problem: the CLI prints each problem on a single line.
+            first, *rest = str(exc).splitlines()
+            note = "; ".join([first, *(line.strip() for line in rest)])
+            problems.append(ConfigProblem(keys=(f"strategies.routes[{index}]",), note=note))
+    if problems:
+        raise ConfigError(problems)
+    return StrategyRouter(routes)
+
+
+def _risk_limits(settings: Settings) -> RiskLimits:
+    risk = settings.risk
+    return RiskLimits(
+        max_contracts_per_rfq=risk.max_contracts_per_rfq,
+        max_position_per_market=risk.max_position_per_market,
+        max_exposure_dollars=risk.max_exposure_dollars,
+        max_open_quotes=risk.max_open_quotes,
+        max_daily_loss_dollars=risk.max_daily_loss_dollars,
+    )
+
+
+@dataclass
+class _Target:
+    settings: Settings
+    signer: Signer
+    journal_path: Path
+    label: str
+
+
+@contextlib.asynccontextmanager
+async def _target(
+    settings: Settings, *, dry_run: bool, sources: dict[str, str]
+) -> AsyncIterator[_Target]:
+    """The exchange to trade on: the configured one, or a mock started for a dry-run."""
+    if not dry_run:
+        yield _Target(settings, build_signer(settings.kalshi), settings.journal.path, "live")
+        return
+    # Imported here: the live daemon never needs the mock (or aiohttp) loaded.
+    from mmbot.mock.server import MockConfig, MockExchange
+
+    dry = settings.dry_run
+    config = MockConfig(
+        seed=dry.seed,
+        markets=dry.markets,
+        rfq_rate=dry.rfq_rate,
+        hvm_fraction=dry.hvm_fraction,
+        time_scale=dry.time_scale,
+    )
+    key = ed25519.Ed25519PrivateKey.generate()
+    key_id = f"dry-run-{uuid.uuid4()}"
+    async with MockExchange(config) as mock:
+        mock.register_key(key_id, key.public_key())
+        urls = {"rest_url": mock.rest_url, "ws_url": mock.ws_url}
+        kalshi = settings.kalshi.model_copy(update=urls)
+        with tempfile.TemporaryDirectory(prefix="mmbot-dry-run-") as scratch:
+            # A dry-run must not write into the production journal by accident.
+            explicit = sources.get("journal.path", "default") != "default"
+            journal_path = settings.journal.path if explicit else Path(scratch) / "journal.sqlite"
+            yield _Target(
+                settings.model_copy(update={"kalshi": kalshi}),
+                Signer(key_id, key),
+                journal_path,
+                f"dry-run against the mock exchange at {mock.rest_url}",
+            )
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    duration: float | None = None,
+    sources: dict[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the daemon until a signal, ``duration`` or ``stop``; return the exit code."""
+    stream_out = out if out is not None else sys.stdout
+    stop = stop or asyncio.Event()
+    try:
+        router = build_router(settings, dry_run=dry_run)
+    except ConfigError as exc:
+        print("error: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    timer = loop.call_later(duration, stop.set) if duration else None
+
+    def say(line: str) -> None:
+        print(line, file=stream_out, flush=True)
+
+    try:
+        async with _target(settings, dry_run=dry_run, sources=sources or {}) as target:
+            cfg = target.settings
+            journal = Journal(target.journal_path, synchronous=cfg.journal.synchronous)
+            journal.start(detail={"mode": "dry-run" if dry_run else "live"})
+            try:
+                async with build_rest_client(cfg.kalshi, target.signer) as rest:
+                    engine = Engine(
+                        cfg,
+                        rest=rest,
+                        stream=build_communications_stream(cfg.kalshi, target.signer),
+                        journal=journal,
+                        risk=RiskBook(_risk_limits(cfg)),
+                        router=router,
+                        market_data=MarketData(
+                            rest,
+                            ttl_seconds=cfg.marketdata.ttl_seconds,
+                            refresh_seconds=cfg.marketdata.refresh_seconds,
+                        ),
+                        status=say,
+                    )
+                    say(f"mmbot: {target.label}; journal {target.journal_path}")
+                    code = await engine.run(stop)
+                    say(engine.snapshot().line())
+            finally:
+                await journal.aclose()
+            summary = journal.summary(journal.run_id)
+            say(journal.format_summary(summary))
+            return code
+    except ConfigError as exc:
+        print("error: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
