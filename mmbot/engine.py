@@ -2,11 +2,12 @@
 
 :class:`Engine` wires the WebSocket stream to the quote manager. Each event is
 handled in its own supervised task, so a slow quote creation never holds up a
-confirmation. On start and after every ``Reconnected`` marker it reconciles with
-the exchange over REST, because the ``communications`` channel has no sequence
-numbers and events may have been missed:
+confirmation. On start, once the first subscription stands, and after every
+``Reconnected`` marker it reconciles with the exchange over REST, because the
+``communications`` channel has no sequence numbers and events may have been missed:
 
-* positions are reloaded from ``GET /portfolio/positions`` (the exchange is the truth);
+* positions are reloaded from ``GET /portfolio/positions`` (the exchange is the truth;
+  a market it no longer lists is flat);
 * own open quotes the daemon does not track are deleted;
 * own quotes accepted but not confirmed are re-examined (confirmed if risk allows);
 * own confirmed quotes are tracked until they execute;
