@@ -34,16 +34,24 @@ _TWO = Decimal(2)
 _BATCH = 100
 
 
+def _book(market: Market) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+    """YES bid, YES ask and last price, with Kalshi's empty-side markers read as absent."""
+    # An empty side shows as 0 (no bid) or 1 (no ask); a strategy must not read 0 and 1 as
+    # a book and quote around a 0.50 "mid".
+    bid, ask, last = market.yes_bid_dollars, market.yes_ask_dollars, market.last_price_dollars
+    return (
+        bid if bid is not None and _ZERO < bid < _ONE else None,
+        ask if ask is not None and _ZERO < ask < _ONE else None,
+        last if last is not None and _ZERO < last < _ONE else None,
+    )
+
+
 def reference_mid(market: Market) -> Decimal | None:
     """The market's reference price: the YES bid/ask mid, else the last trade, else None."""
-    bid, ask = market.yes_bid_dollars, market.yes_ask_dollars
-    # An empty side shows as 0 (no bid) or 1 (no ask) on Kalshi.
-    if bid is not None and ask is not None and _ZERO < bid < ask < _ONE:
+    bid, ask, last = _book(market)
+    if bid is not None and ask is not None and bid < ask:
         return (bid + ask) / _TWO
-    last = market.last_price_dollars
-    if last is not None and _ZERO < last < _ONE:
-        return last
-    return None
+    return last
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +105,13 @@ class MarketData:
             return None
         market = entry.market
         age = self._clock() - entry.fetched_at
+        bid, ask, last = _book(market)
         return MarketView(
             ticker=market.ticker,
             event_ticker=market.event_ticker or "",
-            yes_bid=market.yes_bid_dollars,
-            yes_ask=market.yes_ask_dollars,
-            last_price=market.last_price_dollars,
+            yes_bid=bid,
+            yes_ask=ask,
+            last_price=last,
             price_ranges=market.price_ranges,
             hvm=bool(market.mve_collection_ticker or market.mve_selected_legs),
             age_seconds=age,
