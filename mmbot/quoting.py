@@ -75,7 +75,7 @@ _CREATE_DEADLINE_SECONDS = 2.0
 _DELETE_DEADLINE_SECONDS = 2.0
 _RECENT_RFQS = 10_000
 
-State = Literal["creating", "open", "confirming", "confirmed", "done"]
+State = Literal["creating", "open", "confirmed", "done"]
 
 
 def confirm_window_seconds(hvm: bool) -> float:
@@ -148,6 +148,8 @@ class LiveQuote:
     no_bid: Decimal
     reference: Decimal | None
     hvm: bool
+    # The strategy's own time to live for this quote; None means quotes.ttl_seconds.
+    ttl: float | None = None
     quote_id: str | None = None
     state: State = "creating"
     sent_at: float = 0.0
@@ -194,7 +196,13 @@ class QuoteManager:
 
     def live(self) -> list[LiveQuote]:
         """Every tracked quote."""
-        return list(self._by_rfq.values())
+        # Not only _by_rfq: an adopted quote whose RFQ already has a quote of ours is tracked
+        # by id alone, and left out of this list it escaped the reconciliation that settles
+        # confirmed quotes before positions are reloaded, so its fill was counted twice.
+        tracked = {id(q): q for q in self._by_rfq.values()}
+        for q in self._by_quote.values():
+            tracked.setdefault(id(q), q)
+        return list(tracked.values())
 
     def tracked_quote_ids(self) -> set[str]:
         """Ids of every quote the manager tracks."""
@@ -273,7 +281,7 @@ class QuoteManager:
         priced = self._price(rfq, strategy)
         if isinstance(priced, str):
             return self._skip(rfq, priced)
-        yes, no, view = priced
+        yes, no, view, ttl = priced
         if rfq.id in self._deleted_rfqs or rfq.id in self._by_rfq:
             return None
         live = LiveQuote(
@@ -283,6 +291,7 @@ class QuoteManager:
             no_bid=no,
             reference=view.mid,
             hvm=view.hvm or rfq.is_combo,
+            ttl=ttl,
         )
         self._by_rfq[rfq.id] = live
         self._market_data.watch(rfq.market_ticker)
@@ -296,7 +305,7 @@ class QuoteManager:
 
     def _price(
         self, rfq: Rfq, strategy: Strategy[Any], *, replacing: bool = False
-    ) -> tuple[Decimal, Decimal, MarketView] | str:
+    ) -> tuple[Decimal, Decimal, MarketView, float | None] | str:
         """Ask the strategy and apply grid, edge and pre-trade risk; a str is a skip reason."""
         # RiskBook counts open quotes "not counting the one being checked (nor one it
         # replaces)": a replacement's own quote is already in self.open_quotes, and counting
@@ -334,7 +343,7 @@ class QuoteManager:
                     no = _ZERO
         if yes == 0 and no == 0:
             return refused[0] if refused else "nothing_to_quote"
-        return yes, no, view
+        return yes, no, view, intent.ttl_seconds
 
     async def _send(self, live: LiveQuote) -> bool:
         """Send (or re-send, replacing) the quote; False if it is not live and ours."""
@@ -435,7 +444,7 @@ class QuoteManager:
     def _arm_expiry(self, live: LiveQuote) -> None:
         if live.expiry is not None:
             live.expiry.cancel()
-        ttl = self._settings.ttl_seconds
+        ttl = live.ttl if live.ttl is not None else self._settings.ttl_seconds
         live.expiry = asyncio.get_running_loop().call_later(
             ttl, lambda: self.spawn(self._expire(live), "quote-expiry")
         )
@@ -493,7 +502,7 @@ class QuoteManager:
         if isinstance(priced, str):
             await self._delete(live, f"requote_{priced}")
             return
-        live.yes_bid, live.no_bid, view = priced
+        live.yes_bid, live.no_bid, view, live.ttl = priced
         live.reference = view.mid
         # A new quote on the same RFQ replaces the previous one on the exchange.
         if not await self._send(live):
@@ -542,7 +551,12 @@ class QuoteManager:
         await self._confirm(live, msg, fill)
 
     async def _confirm(self, live: LiveQuote, msg: QuoteAcceptedMsg, fill: MakerFill) -> None:
-        live.state = "confirming"
+        # Confirmed from the moment the confirm leaves, not when its answer is back: the
+        # exchange may execute (or void) the quote first, and a reconciliation meanwhile
+        # must settle it from REST before reloading positions, like any confirmed quote.
+        # (A separate "confirming" state was skipped there, so its execution event was
+        # later committed on top of a reloaded position that already held the fill.)
+        live.state = "confirmed"
         deadline = confirm_window_seconds(live.hvm) * _CONFIRM_SHARE
         try:
             await self._rest.confirm_quote(
@@ -558,8 +572,8 @@ class QuoteManager:
                 code=exc.code or "",
                 message=exc.message,
             )
-            if live.state != "confirming":
-                return  # executed while the confirm was out: it did land, nothing to undo
+            if live.state != "confirmed":
+                return  # settled while the confirm was out: nothing left to undo
             if not _may_have_landed(exc):
                 self._risk.release(msg.quote_id)
                 self._forget(live)
@@ -584,13 +598,12 @@ class QuoteManager:
                 price=str(fill.price),
                 contracts=str(fill.contracts),
             )
-            if live.state != "confirming":
-                # quote_executed overtook the confirm's answer (a retried confirm on a High
+            if live.state != "confirmed":
+                # Settled while the answer was on its way (a retried confirm on a High
                 # Volatility Market can outlast its 1 s execution timer): the fill is already
-                # committed and forgotten, and marking it confirmed again would have the
-                # execution check settle, count and journal it a second time.
+                # committed and forgotten, and an execution check now would settle, count
+                # and journal it a second time.
                 return
-        live.state = "confirmed"
         timer = _EXECUTION_TIMER[1] if live.hvm else _EXECUTION_TIMER[0]
         self._schedule_execution_check(live, timer + _EXECUTION_GRACE_SECONDS)
 
@@ -752,8 +765,10 @@ class QuoteManager:
             state="open",
         )
         self._by_quote[quote.id] = live
-        self._by_rfq.setdefault(rfq.id, live)
-        self._market_data.watch(rfq.market_ticker)
+        # _forget unwatches only what _by_rfq holds: watching a quote tracked by id alone
+        # kept its market refreshed forever.
+        if self._by_rfq.setdefault(rfq.id, live) is live:
+            self._market_data.watch(rfq.market_ticker)
 
     def adopt_confirmed(self, quote: Quote, strategy: Strategy[Any] | None) -> bool:
         """Track a confirmed quote found on the exchange (an earlier run confirmed it)."""

@@ -568,11 +568,6 @@ async def test_a_quote_is_deleted_when_its_ttl_expires(venue: Venue, daemons: Da
         assert daemon.engine.quotes.open_quotes == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG mmbot/quoting.py QuoteManager._arm_expiry: always uses quotes.ttl_seconds and "
-    "ignores QuoteIntent.ttl_seconds, which the strategy API documents as a per-quote TTL",
-)
 async def test_a_strategy_ttl_overrides_the_configured_ttl(venue: Venue, daemons: Daemons) -> None:
     market = venue.markets(1)[0]
     settings = daemons.settings(
