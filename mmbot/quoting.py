@@ -792,8 +792,9 @@ class QuoteManager:
         )
         decision = self._risk.reserve(quote.id, quote.market_ticker, fill)
         if not decision.ok:
-            # Confirmed is final: the exposure exists whatever the limit says. It will show
-            # in positions once it executes; nothing new may be added meanwhile.
+            # Confirmed is final: the exposure exists whatever the limit says, so it is held
+            # anyway and nothing new may be added on top of it until it clears.
+            self._risk.hold(quote.id, quote.market_ticker, fill)
             log.warning("confirmed_quote_over_limit", quote_id=quote.id, reason=decision.reason)
         self._by_quote[quote.id] = live
         self._by_rfq.setdefault(rfq.id, live)

@@ -228,6 +228,15 @@ class RiskBook:
             self._reserved[quote_id] = Reservation(quote_id, market, fill, self._now())
         return decision
 
+    def hold(self, quote_id: str, market: str, fill: MakerFill) -> None:
+        """Hold a fill the exchange has already committed us to, whatever the limits say.
+
+        A quote confirmed by an earlier run is final: its risk exists. Holding it makes that
+        risk count, so nothing new is granted on top of it until it executes or is voided.
+        """
+        _validate(fill.side, fill.price, fill.contracts)
+        self._reserved[quote_id] = Reservation(quote_id, market, fill, self._now())
+
     def release(self, quote_id: str) -> None:
         """Drop a reservation (void, timeout, failed confirm); an unknown id is a no-op."""
         self._reserved.pop(quote_id, None)

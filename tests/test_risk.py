@@ -881,3 +881,24 @@ TestRiskMachine = RiskMachine.TestCase
 TestRiskMachine.settings = MACHINE_SETTINGS
 TestLooseExposureMachine = LooseExposureMachine.TestCase
 TestLooseExposureMachine.settings = MACHINE_SETTINGS
+
+
+def test_hold_counts_a_committed_fill_even_over_the_limits() -> None:
+    book = RiskBook(
+        RiskLimits(
+            max_contracts_per_rfq=Decimal(100),
+            max_position_per_market=Decimal(100),
+            max_exposure_dollars=Decimal(10),
+            max_open_quotes=10,
+            max_daily_loss_dollars=Decimal(100),
+        )
+    )
+    fill = MakerFill(side="yes", price=Decimal("0.50"), contracts=Decimal(40))
+    assert not book.reserve("q1", "M", fill).ok  # $20 of risk > $10
+    book.hold("q1", "M", fill)
+    assert book.exposure() == Decimal(20)
+    # Nothing new is granted on top of it.
+    small = MakerFill(side="yes", price=Decimal("0.01"), contracts=Decimal(1))
+    assert book.reserve("q2", "N", small).reason == "max_exposure_dollars"
+    book.commit("q1")
+    assert book.position("M") == Decimal(40)
