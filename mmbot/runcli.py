@@ -29,6 +29,7 @@ from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal
 from mmbot.kalshi.auth import Signer
+from mmbot.kalshi.errors import AuthError, KalshiError
 from mmbot.marketdata import MarketData
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
@@ -221,6 +222,17 @@ async def run_daemon(
         print("error: invalid configuration", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    except AuthError as exc:
+        print(
+            f"error: authentication refused ({exc}); check kalshi.key_id, the private key "
+            "and the system clock",
+            file=sys.stderr,
+        )
+        return 1
+    except KalshiError as exc:
+        # Start-up needs the exchange (identity, markets, reconciliation): say why it failed.
+        print(f"error: cannot start against {settings.kalshi.rest_url}: {exc}", file=sys.stderr)
         return 1
     finally:
         if timer is not None:

@@ -231,3 +231,21 @@ async def test_console_script_end_to_end(server: FakeKalshi) -> None:
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert "comm-7" in out.decode()
+
+
+@pytest.mark.usefixtures("configured")
+async def test_run_with_a_refused_key_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    ed25519_key: TestKey,
+    tmp_path: Path,
+) -> None:
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(ed25519_key.pkcs8_pem)
+    monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(wrong))
+    monkeypatch.setenv("MMBOT_JOURNAL__PATH", str(tmp_path / "journal.sqlite"))
+    assert await run_cli("run", "--duration", "5") == 1
+    err = capsys.readouterr().err
+    # The daemon logs at INFO on stderr; the failure is its last, one-line word.
+    assert err.strip().splitlines()[-1].startswith("error: authentication refused")
+    assert "Traceback" not in err
