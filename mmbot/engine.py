@@ -56,7 +56,6 @@ log = structlog.get_logger("mmbot.engine")
 _ZERO = Decimal(0)
 _KILL_SWITCH_POLL_SECONDS = 0.5
 _RESTART_DELAY_SECONDS = 1.0
-_SUBSCRIBED_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +186,7 @@ class Engine:
         # announces only re-subscriptions (Reconnected), not the first one. Whatever was
         # published in between (an RFQ, an acceptance) reached nobody: catch up once, as
         # after a reconnect, as soon as the first subscription stands.
-        # The stream exposes no event for it, only this flag: checked a few times a second.
-        while not self.stream.stats.connected:  # noqa: ASYNC110
-            await asyncio.sleep(_SUBSCRIBED_POLL_SECONDS)
+        await self.stream.wait_subscribed()
         await self.reconcile("subscribed")
 
     async def _kill_switch_file_present(self) -> bool:

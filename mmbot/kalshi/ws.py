@@ -217,6 +217,8 @@ class CommunicationsStream:
         self._on_malformed = on_malformed
 
         self.stats = WsStats()
+        # Mirrors stats.connected, for callers that wait for a subscription to stand.
+        self._subscribed = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._closing = False
         # Resolved by close(); waited on instead of an Event so that no helper task is needed.
@@ -271,6 +273,7 @@ class CommunicationsStream:
                     subscribed = True
                     backoff.reset()
                     self.stats.connected = True
+                    self._subscribed.set()
                     if dropped_at is None:
                         log.info("ws_subscribed", channel=CHANNEL, sid=sid, attempts=attempts)
                     else:
@@ -318,6 +321,7 @@ class CommunicationsStream:
                     reason = exc.reason
                 finally:
                     self.stats.connected = False
+                    self._subscribed.clear()
                     self._ws = None
                     await ws.close()
                 if self._closing:
@@ -330,6 +334,10 @@ class CommunicationsStream:
             self._running = False
             if self._closing:
                 log.info("ws_closed")
+
+    async def wait_subscribed(self) -> None:
+        """Wait until a subscription stands (at once if one does)."""
+        await self._subscribed.wait()
 
     async def close(self) -> None:
         """Stop: the iterator of :meth:`events` ends cleanly and the connection is closed."""
