@@ -380,7 +380,7 @@ class QuoteManager:
             # one is confirmed, executed and settled under its own id; re-pointing `live`
             # stranded its reservation and resurrected expired quotes), so the replacement
             # is nobody's: withdraw it.
-            await self._withdraw_orphan(live, quote_id)
+            await self._withdraw(live, quote_id, "requote_orphaned")
             return False
         previous = live.quote_id
         if previous is not None:
@@ -423,24 +423,6 @@ class QuoteManager:
         )
         return True
 
-    async def _withdraw_orphan(self, live: LiveQuote, quote_id: str) -> None:
-        try:
-            await self._rest.delete_quote(
-                quote_id, rfq_id=live.rfq.id, deadline_seconds=_DELETE_DEADLINE_SECONDS
-            )
-        except NotFoundError:
-            pass
-        except KalshiError as exc:
-            log.warning("quote_delete_failed", quote_id=quote_id, reason="orphaned", error=str(exc))
-            return
-        self.counters.quotes_deleted += 1
-        self._journal.record_quote_deleted(
-            rfq_id=live.rfq.id,
-            quote_id=quote_id,
-            market=live.rfq.market_ticker,
-            reason="requote_orphaned",
-        )
-
     def _arm_expiry(self, live: LiveQuote) -> None:
         if live.expiry is not None:
             live.expiry.cancel()
@@ -460,6 +442,10 @@ class QuoteManager:
             return
         quote_id = live.quote_id
         self._forget(live)
+        await self._withdraw(live, quote_id, reason)
+
+    async def _withdraw(self, live: LiveQuote, quote_id: str, reason: str) -> None:
+        """Delete ``quote_id`` on the exchange; count and journal it unless that failed."""
         try:
             await self._rest.delete_quote(
                 quote_id, rfq_id=live.rfq.id, deadline_seconds=_DELETE_DEADLINE_SECONDS
