@@ -491,6 +491,21 @@ class RunSettings(BaseModel):
     )
 
 
+class MetricsSettings(BaseModel):
+    """Prometheus metrics and the health endpoints, served on one port."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="serve /metrics, /healthz and /readyz")
+    host: Annotated[str, Field(min_length=1)] = Field(
+        default="127.0.0.1",
+        description="address to listen on (0.0.0.0 to be scraped from other hosts)",
+    )
+    port: int = Field(
+        default=9100, ge=0, le=65535, description="port for /metrics, /healthz and /readyz"
+    )
+
+
 class DryRunSettings(BaseModel):
     """The embedded mock exchange of `mmbot run --dry-run`."""
 
@@ -550,6 +565,7 @@ class Settings(BaseSettings):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dry_run: DryRunSettings = Field(default_factory=DryRunSettings)
 
     @classmethod
