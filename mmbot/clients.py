@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mmbot.config import ConfigError, ConfigProblem, KalshiSettings
 from mmbot.kalshi.auth import KeyLoadError, Signer
-from mmbot.kalshi.rest import KalshiRestClient
+from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
 
 __all__ = ["build_communications_stream", "build_rest_client", "build_signer"]
@@ -41,7 +41,9 @@ def build_signer(settings: KalshiSettings) -> Signer:
         raise ConfigError([ConfigProblem(keys=(key,), note=str(exc))]) from None
 
 
-def build_rest_client(settings: KalshiSettings, signer: Signer | None) -> KalshiRestClient:
+def build_rest_client(
+    settings: KalshiSettings, signer: Signer | None, *, on_response: ResponseObserver | None = None
+) -> KalshiRestClient:
     """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
     return KalshiRestClient(
         settings.rest_url,
@@ -52,6 +54,7 @@ def build_rest_client(settings: KalshiSettings, signer: Signer | None) -> Kalshi
         write_bucket_capacity=settings.write_bucket_capacity,
         timeout_seconds=settings.request_timeout_seconds,
         retry_deadline_seconds=settings.retry_deadline_seconds,
+        on_response=on_response,
     )
 
 

@@ -45,7 +45,8 @@ from mmbot.kalshi.models import (
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
 from mmbot.marketdata import MarketData, reference_mid
-from mmbot.quoting import QuoteManager
+from mmbot.observability import Health, State
+from mmbot.quoting import LatencyObserver, QuoteManager
 from mmbot.risk import RiskBook
 from mmbot.strategy import StrategyRouter
 
@@ -97,6 +98,7 @@ class Engine:
         router: StrategyRouter,
         market_data: MarketData,
         status: Callable[[str], None] | None = None,
+        latency: LatencyObserver | None = None,
     ) -> None:
         self.settings = settings
         self.rest = rest
@@ -105,13 +107,18 @@ class Engine:
         self.risk = risk
         self.router = router
         self.market_data = market_data
-        self.quotes = QuoteManager(rest, market_data, router, risk, journal, settings.quotes)
+        self.quotes = QuoteManager(
+            rest, market_data, router, risk, journal, settings.quotes, latency=latency
+        )
         market_data.on_refresh = self.quotes.on_market
         self._status = status
         self.communications_id: str | None = None
         self.failure: BaseException | None = None
         self._reconciling = asyncio.Lock()
         self.reconciliations = 0
+        # Readiness: set once the start-up reconciliation is done, and from shutdown on.
+        self._started = False
+        self._stopping = False
 
     # ------------------------------------------------------------------ running
 
@@ -129,6 +136,7 @@ class Engine:
             self.risk.kill_switch = True
             log.error("kill_switch_on", file=str(self.settings.risk.kill_switch_file))
         await self.reconcile("start")
+        self._started = True
         background = [
             asyncio.create_task(self._supervise("market_data", self.market_data.run)),
             asyncio.create_task(self._supervise("kill_switch", self._watch_kill_switch)),
@@ -157,13 +165,16 @@ class Engine:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         quotes = self.quotes
+        stream = self.stream
         try:
-            async with contextlib.aclosing(self.stream.events()) as events:
+            async with contextlib.aclosing(stream.events()) as events:
                 async for item in events:
                     if isinstance(item, RfqCreated):
-                        quotes.spawn(quotes.on_rfq(item.msg), "rfq")
+                        quotes.spawn(quotes.on_rfq(item.msg, stream.last_frame_at), "rfq")
                     elif isinstance(item, QuoteAccepted):
-                        quotes.spawn(quotes.on_quote_accepted(item.msg), "accept")
+                        quotes.spawn(
+                            quotes.on_quote_accepted(item.msg, stream.last_frame_at), "accept"
+                        )
                     elif isinstance(item, QuoteExecuted):
                         quotes.on_quote_executed(item.msg)
                     elif isinstance(item, RfqDeleted):
@@ -335,9 +346,58 @@ class Engine:
             unrealized_pnl=unrealized,
         )
 
+    def health(self) -> Health:
+        """Ready while started, not stopping, subscribed, and market data is being fetched."""
+        reasons: list[str] = []
+        if self._stopping:
+            reasons.append("shutting down")
+        elif not self._started:
+            reasons.append("starting: loading markets and reconciling with the exchange")
+        subscribed = self.stream.subscribed
+        if not subscribed:
+            reasons.append("websocket not subscribed")
+        age = self.market_data.last_success_age()
+        config = self.settings.marketdata
+        # A refresh is due every refresh_seconds and keeps data younger than ttl_seconds;
+        # no successful fetch for a whole interval past the TTL means fetching is failing.
+        limit = config.ttl_seconds + config.refresh_seconds
+        if age is None:
+            reasons.append("no market data yet")
+        elif age > limit:
+            reasons.append(f"market data stale: last fetched {age:.1f} s ago (limit {limit} s)")
+        return Health(
+            ready=not reasons,
+            reasons=tuple(reasons),
+            websocket_subscribed=subscribed,
+            market_data_age_seconds=age,
+            kill_switch=self.risk.kill_switch,
+        )
+
+    def state(self) -> State:
+        """Everything the metrics read at a scrape, computed once."""
+        snapshot = self.snapshot()
+        stats = self.stream.stats
+        return State(
+            open_quotes=snapshot.open_quotes,
+            exposure=snapshot.exposure,
+            exposure_limit=self.settings.risk.max_exposure_dollars,
+            daily_loss_limit=self.settings.risk.max_daily_loss_dollars,
+            realized_pnl=snapshot.realized_pnl,
+            unrealized_pnl=snapshot.unrealized_pnl,
+            ws_frames=stats.frames,
+            ws_invalid=stats.malformed,
+            ws_unknown=stats.unknown,
+            ws_reconnects=stats.reconnects,
+            journal_backlog=self.journal.backlog,
+            journal_lost=self.journal.lost,
+            journal_healthy=self.journal.healthy,
+            health=self.health(),
+        )
+
     async def shutdown(self, background: list[asyncio.Task[Any]]) -> None:
         """Stop quoting, withdraw every open quote in time, flush the journal."""
         started = time.monotonic()
+        self._stopping = True
         timeout = self.settings.shutdown.timeout_seconds
         self.quotes.quoting = False
         await self.stream.close()
@@ -363,6 +423,12 @@ class Engine:
                     with contextlib.suppress(KalshiError):
                         await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
                         deleted += 1
+                        self.journal.record_quote_deleted(
+                            rfq_id=quote.rfq_id,
+                            quote_id=quote.id,
+                            market=quote.market_ticker,
+                            reason="shutdown_untracked",
+                        )
         except TimeoutError:
             log.error("shutdown_timeout", seconds=timeout)
         except KalshiError as exc:

@@ -58,6 +58,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "Kind",
+    "Listener",
     "RunRow",
     "Side",
     "SkipReason",
@@ -75,6 +76,10 @@ Synchronous = Literal["NORMAL", "FULL"]
 Detail = Mapping[str, Any] | str | None
 
 _log = get_logger("mmbot.journal")
+
+
+#: Told of each row recorded: its kind and its reason (None for kinds without one).
+Listener = Callable[[str, str | None], None]
 
 
 class JournalError(Exception):
@@ -362,6 +367,7 @@ class Journal:
         self._stop_deadline = float("inf")
         self._close_result = False
         self._stop_recorded = False
+        self._listeners: list[Listener] = []
 
         # Owned by the writer thread once it runs.
         self._conn: sqlite3.Connection | None = None
@@ -507,6 +513,14 @@ class Journal:
         return True
 
     # ------------------------------------------------------------------ recording
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(kind, reason)`` for every row recorded from now on.
+
+        It runs on the recording thread, inline: it must be quick and must not block. The
+        metrics count the journal's rows this way, so the two never disagree.
+        """
+        self._listeners.append(listener)
 
     def record_run_stopped(self, *, reason: str = "shutdown", detail: Detail = None) -> None:
         """Record a clean stop with final figures; ``close()`` records one if this was not."""
@@ -822,6 +836,12 @@ class Journal:
             reason=_text(reason),
             detail=detail,
         )
+        for listener in self._listeners:
+            try:
+                listener(row.kind, row.reason)
+            except Exception:
+                # A listener's bug must not cost the journal its row.
+                _log.exception("journal_listener_failed", kind=row.kind)
         with self._lock:
             if not self._closing:
                 self._queue.put(row)

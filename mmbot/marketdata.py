@@ -80,6 +80,7 @@ class MarketData:
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Market | None]] = {}
         self._watched: dict[str, int] = {}
+        self._last_ok: float | None = None
 
     # ------------------------------------------------------------------ reads (sync, hot path)
 
@@ -97,6 +98,10 @@ class MarketData:
         """True when the market is cached and younger than the TTL."""
         age = self.age(ticker)
         return age is not None and age <= self.ttl_seconds
+
+    def last_success_age(self) -> float | None:
+        """Seconds since a market-data request last succeeded, or None if none has."""
+        return None if self._last_ok is None else self._clock() - self._last_ok
 
     def view(self, ticker: str, position: Decimal) -> MarketView | None:
         """What a strategy sees of the market, or None if it was never fetched."""
@@ -122,7 +127,12 @@ class MarketData:
     # ------------------------------------------------------------------ fetching
 
     def _store(self, market: Market) -> None:
-        self._entries[market.ticker] = _Entry(market, self._clock())
+        now = self._clock()
+        self._entries[market.ticker] = _Entry(market, now)
+        self._last_ok = now
+
+    def _note_ok(self) -> None:
+        self._last_ok = self._clock()
 
     async def ensure_fresh(self, ticker: str) -> Market | None:
         """Return the market, fetching it if missing or stale; None if it does not exist.
@@ -143,6 +153,7 @@ class MarketData:
         try:
             market = await self._rest.get_market(ticker)
         except NotFoundError:
+            self._note_ok()  # the exchange answered: the market does not exist
             return None
         except KalshiError as exc:
             log.warning("market_fetch_failed", market=ticker, error=str(exc))
@@ -156,6 +167,7 @@ class MarketData:
         async for market in self._rest.iter_markets(status="open"):
             self._store(market)
             count += 1
+        self._note_ok()
         return count
 
     def watch(self, ticker: str) -> None:
@@ -177,6 +189,7 @@ class MarketData:
         for start in range(0, len(wanted), _BATCH):
             batch = wanted[start : start + _BATCH]
             page = await self._rest.list_markets(tickers=batch, limit=len(batch))
+            self._note_ok()
             for market in page.items:
                 self._store(market)
                 refreshed += 1
@@ -188,10 +201,19 @@ class MarketData:
         """Refresh the watched markets forever (a supervised background task)."""
         while True:
             await asyncio.sleep(self.refresh_seconds)
-            if not self._watched:
-                continue
             try:
-                await self.refresh(list(self._watched))
+                if self._watched:
+                    await self.refresh(list(self._watched))
+                else:
+                    await self._probe()
             except KalshiError as exc:
                 # Stale data stops quoting on its own; keep trying.
                 log.warning("market_refresh_failed", error=str(exc), markets=len(self._watched))
+
+    async def _probe(self) -> None:
+        # With nothing quoted nothing is refreshed, yet readiness must still tell whether
+        # market data can be had when the next RFQ comes: one small read says so.
+        page = await self._rest.list_markets(status="open", limit=1)
+        self._note_ok()
+        for market in page.items:
+            self._store(market)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -138,6 +138,16 @@ class Counters:
     declined_by_reason: dict[str, int] = field(default_factory=dict)
 
 
+class LatencyObserver(Protocol):
+    """Told how long the daemon took to answer, for the latency histograms."""
+
+    def rfq_to_quote(self, seconds: float) -> None:
+        """An RFQ's frame was received ``seconds`` before its quote was acknowledged."""
+
+    def accept_to_confirm(self, seconds: float) -> None:
+        """An acceptance's frame was received ``seconds`` before its confirm was acknowledged."""
+
+
 @dataclass(eq=False)
 class LiveQuote:
     """One quote of ours and where it is in its lifecycle."""
@@ -155,6 +165,8 @@ class LiveQuote:
     sent_at: float = 0.0
     expiry: asyncio.TimerHandle | None = None
     fill: MakerFill | None = None
+    # time.monotonic() when the RFQ's frame was received; None when it came over REST.
+    received_at: float | None = None
 
 
 class QuoteManager:
@@ -170,6 +182,7 @@ class QuoteManager:
         settings: QuotesSettings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        latency: LatencyObserver | None = None,
     ) -> None:
         self._rest = rest
         self._market_data = market_data
@@ -178,6 +191,7 @@ class QuoteManager:
         self._journal = journal
         self._settings = settings
         self._clock = clock
+        self._latency = latency
         self.counters = Counters()
         self.quoting = True
         self._by_rfq: dict[str, LiveQuote] = {}
@@ -252,8 +266,12 @@ class QuoteManager:
 
     # ------------------------------------------------------------------ RFQ -> quote
 
-    async def on_rfq(self, rfq: Rfq) -> None:
-        """Quote an RFQ if a strategy wants it and risk allows it."""
+    async def on_rfq(self, rfq: Rfq, received_at: float | None = None) -> None:
+        """Quote an RFQ if a strategy wants it and risk allows it.
+
+        ``received_at`` is when its frame arrived (``time.monotonic()``), for the latency
+        histogram; None for an RFQ found over REST.
+        """
         if rfq.id in self._seen_rfqs:
             return  # a duplicate event, or an RFQ reconciliation already handled
         self._remember(self._seen_rfqs, rfq.id)
@@ -265,9 +283,9 @@ class QuoteManager:
                 contracts=rfq.contracts_fp,
                 target_cost=rfq.target_cost_dollars,
             )
-            await self._quote_rfq(rfq)
+            await self._quote_rfq(rfq, received_at)
 
-    async def _quote_rfq(self, rfq: Rfq) -> None:
+    async def _quote_rfq(self, rfq: Rfq, received_at: float | None) -> None:
         if not self.quoting:
             return self._skip(rfq, "stopping")
         if self._risk.kill_switch:
@@ -292,6 +310,7 @@ class QuoteManager:
             reference=view.mid,
             hvm=view.hvm or rfq.is_combo,
             ttl=ttl,
+            received_at=received_at,
         )
         self._by_rfq[rfq.id] = live
         self._market_data.watch(rfq.market_ticker)
@@ -392,6 +411,9 @@ class QuoteManager:
         self._arm_expiry(live)
         contracts = live.rfq.contracts_fp
         if previous is None:
+            if live.received_at is not None and self._latency is not None:
+                # Wall time, not self._clock: this is a measurement, not a schedule.
+                self._latency.rfq_to_quote(time.monotonic() - live.received_at)
             self.counters.quotes_created += 1
             self._journal.record_quote_created(
                 rfq_id=live.rfq.id,
@@ -496,12 +518,14 @@ class QuoteManager:
 
     # ------------------------------------------------------------------ accept -> confirm
 
-    async def on_quote_accepted(self, msg: QuoteAcceptedMsg) -> None:
+    async def on_quote_accepted(
+        self, msg: QuoteAcceptedMsg, received_at: float | None = None
+    ) -> None:
         """A requester accepted our quote: reserve and confirm, or decline and delete."""
         with log_context(rfq_id=msg.rfq_id, quote_id=msg.quote_id, market=msg.market_ticker):
-            await self._accepted(msg)
+            await self._accepted(msg, received_at)
 
-    async def _accepted(self, msg: QuoteAcceptedMsg) -> None:
+    async def _accepted(self, msg: QuoteAcceptedMsg, received_at: float | None) -> None:
         live = self._by_quote.get(msg.quote_id)
         if live is None:
             log.warning("accept_for_untracked_quote")
@@ -534,9 +558,15 @@ class QuoteManager:
         if not decision.ok:
             await self._decline(live, msg, decision.reason or "risk", decision.detail)
             return
-        await self._confirm(live, msg, fill)
+        await self._confirm(live, msg, fill, received_at)
 
-    async def _confirm(self, live: LiveQuote, msg: QuoteAcceptedMsg, fill: MakerFill) -> None:
+    async def _confirm(
+        self,
+        live: LiveQuote,
+        msg: QuoteAcceptedMsg,
+        fill: MakerFill,
+        received_at: float | None = None,
+    ) -> None:
         # Confirmed from the moment the confirm leaves, not when its answer is back: the
         # exchange may execute (or void) the quote first, and a reconciliation meanwhile
         # must settle it from REST before reloading positions, like any confirmed quote.
@@ -569,6 +599,8 @@ class QuoteManager:
             # reconciliation, so keep it and treat the quote as confirmed: quote_executed, or
             # the execution check over REST (executed / cancelled), settles it either way.
         else:
+            if received_at is not None and self._latency is not None:
+                self._latency.accept_to_confirm(time.monotonic() - received_at)
             self.counters.confirms += 1
             self._journal.record_confirm_sent(
                 rfq_id=msg.rfq_id,

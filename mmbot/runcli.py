@@ -31,6 +31,7 @@ from mmbot.journal import Journal
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
 from mmbot.marketdata import MarketData
+from mmbot.observability import Metrics, MetricsServer
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
 
@@ -189,13 +190,23 @@ async def run_daemon(
     def say(line: str) -> None:
         print(line, file=stream_out, flush=True)
 
+    metrics = Metrics()
+    server = MetricsServer(metrics, settings.metrics) if settings.metrics.enabled else None
     try:
+        if server is not None:
+            # Up before anything else, so /healthz answers (and /readyz says "starting")
+            # while markets load and the first reconciliation runs.
+            await server.start()
+            say(f"mmbot: metrics on {server.url}/metrics, health on /healthz and /readyz")
         async with _target(settings, dry_run=dry_run, sources=sources or {}) as target:
             cfg = target.settings
             journal = Journal(target.journal_path, synchronous=cfg.journal.synchronous)
+            journal.add_listener(metrics.on_journal_record)
             journal.start(detail={"mode": "dry-run" if dry_run else "live"})
             try:
-                async with build_rest_client(cfg.kalshi, target.signer) as rest:
+                async with build_rest_client(
+                    cfg.kalshi, target.signer, on_response=metrics.on_rest_response
+                ) as rest:
                     engine = Engine(
                         cfg,
                         rest=rest,
@@ -209,7 +220,9 @@ async def run_daemon(
                             refresh_seconds=cfg.marketdata.refresh_seconds,
                         ),
                         status=say,
+                        latency=metrics,
                     )
+                    metrics.bind(engine)
                     say(f"mmbot: {target.label}; journal {target.journal_path}")
                     code = await engine.run(stop)
                     say(engine.snapshot().line())
@@ -235,6 +248,8 @@ async def run_daemon(
         print(f"error: cannot start against {settings.kalshi.rest_url}: {exc}", file=sys.stderr)
         return 1
     finally:
+        if server is not None:
+            await server.stop()
         if timer is not None:
             timer.cancel()
         for sig in installed:

@@ -244,6 +244,7 @@ async def test_run_with_a_refused_key_is_one_line_and_exit_1(
     wrong.write_bytes(ed25519_key.pkcs8_pem)
     monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(wrong))
     monkeypatch.setenv("MMBOT_JOURNAL__PATH", str(tmp_path / "journal.sqlite"))
+    monkeypatch.setenv("MMBOT_METRICS__PORT", "0")
     assert await run_cli("run", "--duration", "5") == 1
     err = capsys.readouterr().err
     # The daemon logs at INFO on stderr; the failure is its last, one-line word.

@@ -279,6 +279,8 @@ def settings_data(venue: Venue, journal: Path, extra: Mapping[str, Any]) -> dict
         "marketdata": {"ttl_seconds": 30, "refresh_seconds": 0.5},
         "shutdown": {"timeout_seconds": 5},
         "run": {"status_interval_seconds": 60},
+        # Tests never take a fixed port: 0 has the OS pick a free one.
+        "metrics": {"port": 0},
     }
     return _merge(base, extra)
 
@@ -389,7 +391,10 @@ def daemons(venue: Venue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Da
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("MMBOT_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MMBOT_")}
+    # Tests never take a fixed port: 0 has the OS pick a free one for /metrics.
+    env["MMBOT_METRICS__PORT"] = "0"
+    return env
 
 
 def _toml(value: Any) -> str:

@@ -59,6 +59,7 @@ __all__ = [
     "KalshiRestClient",
     "Page",
     "PositionsPage",
+    "ResponseObserver",
     "Retry",
 ]
 
@@ -87,6 +88,11 @@ class Retry(Enum):
     #: Also after 5xx and ambiguous transport failures: repeating the call cannot do more
     #: than doing it once.
     SAFE = "safe"
+
+
+#: Called once per HTTP attempt with the endpoint's name (``create_quote``), the HTTP
+#: status as text (``"201"``) or ``"error"`` for a transport failure, and the seconds taken.
+ResponseObserver = Callable[[str, str, float], None]
 
 
 class _Lane(Enum):
@@ -188,8 +194,11 @@ class KalshiRestClient:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_response: ResponseObserver | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Told of every attempt (endpoint, HTTP status or "error", seconds): the metrics hook.
+        self.on_response = on_response
         self.read_bucket = TokenBucket(read_tokens_per_second, read_bucket_capacity, name="read")
         self.write_bucket = TokenBucket(
             write_tokens_per_second, write_bucket_capacity, name="write"
@@ -222,6 +231,7 @@ class KalshiRestClient:
         method: str,
         path: str,
         *,
+        endpoint: str,
         lane: _Lane,
         retry: Retry,
         params: Mapping[str, Any] | None = None,
@@ -249,11 +259,13 @@ class KalshiRestClient:
         while True:
             await bucket.acquire(cost, priority)
             error: KalshiError
+            started = time.perf_counter()
             try:
                 response = await self._http.request(
                     method, url, params=query, content=content, headers=headers
                 )
             except httpx.TransportError as exc:
+                self._observe(endpoint, "error", started)
                 # A failed connect (or waiting for a pooled one) means nothing was sent.
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 sent = sent and not isinstance(exc, httpx.PoolTimeout)
@@ -267,6 +279,7 @@ class KalshiRestClient:
                 ambiguous_before = ambiguous_before or sent
             else:
                 status = response.status_code
+                self._observe(endpoint, str(status), started)
                 if status < 400:
                     return self._decode(response, method, path)
                 error = error_for_status(status, response.content, method=method, path=path)
@@ -297,6 +310,16 @@ class KalshiRestClient:
             )
             await self._sleep(delay)
 
+    def _observe(self, endpoint: str, status: str, started: float) -> None:
+        observer = self.on_response
+        if observer is None:
+            return
+        try:
+            observer(endpoint, status, time.perf_counter() - started)
+        except Exception:
+            # Metrics must never cost a request its answer.
+            log.exception("response_observer_failed", endpoint=endpoint)
+
     @staticmethod
     def _decode(response: httpx.Response, method: str, path: str) -> Any:
         if response.status_code == 204 or not response.content:
@@ -309,11 +332,22 @@ class KalshiRestClient:
             ) from None
 
     async def _get(
-        self, path: str, params: Mapping[str, Any] | None = None, *, cost: int = DEFAULT_COST
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        endpoint: str,
+        cost: int = DEFAULT_COST,
     ) -> Any:
         # Reads change nothing, so every failure mode is safe to retry.
         return await self._call(
-            "GET", path, lane=_Lane.READ, retry=Retry.SAFE, params=params, cost=cost
+            "GET",
+            path,
+            endpoint=endpoint,
+            lane=_Lane.READ,
+            retry=Retry.SAFE,
+            params=params,
+            cost=cost,
         )
 
     @staticmethod
@@ -364,7 +398,7 @@ class KalshiRestClient:
 
     async def get_communications_id(self) -> str:
         """Return this account's public communications id (``GET /communications/id``)."""
-        data = await self._get("/communications/id")
+        data = await self._get("/communications/id", endpoint="get_communications_id")
         if not isinstance(data, dict) or not data.get("communications_id"):
             raise KalshiError("unexpected response: no communications_id")
         return str(data["communications_id"])
@@ -394,6 +428,7 @@ class KalshiRestClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+            endpoint="list_rfqs",
         )
         return Page(self._models(Rfq, data, "rfqs"), self._cursor(data))
 
@@ -403,7 +438,7 @@ class KalshiRestClient:
 
     async def get_rfq(self, rfq_id: str) -> Rfq:
         """Return one RFQ (``GET /communications/rfqs/{rfq_id}``)."""
-        data = await self._get(f"/communications/rfqs/{rfq_id}")
+        data = await self._get(f"/communications/rfqs/{rfq_id}", endpoint="get_rfq")
         return self._model(Rfq, (data or {}).get("rfq"), "rfq")
 
     async def create_rfq(
@@ -437,6 +472,7 @@ class KalshiRestClient:
         data = await self._call(
             "POST",
             "/communications/rfqs",
+            endpoint="create_rfq",
             lane=_Lane.WRITE,
             retry=Retry.UNPROCESSED,
             body=body,
@@ -450,6 +486,7 @@ class KalshiRestClient:
         await self._call(
             "DELETE",
             f"/communications/rfqs/{rfq_id}",
+            endpoint="delete_rfq",
             lane=_Lane.WRITE,
             retry=Retry.SAFE,
             priority=Priority.DELETE,
@@ -491,6 +528,7 @@ class KalshiRestClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+            endpoint="list_quotes",
         )
         return Page(self._models(Quote, data, "quotes"), self._cursor(data))
 
@@ -500,7 +538,9 @@ class KalshiRestClient:
 
     async def get_quote(self, quote_id: str, *, rfq_id: str | None = None) -> Quote:
         """Return one quote, through the rfq-scoped path when ``rfq_id`` is known."""
-        data = await self._get(self._quote_path(quote_id, rfq_id), cost=QUOTE_COST)
+        data = await self._get(
+            self._quote_path(quote_id, rfq_id), endpoint="get_quote", cost=QUOTE_COST
+        )
         return self._model(Quote, (data or {}).get("quote"), "quote")
 
     async def create_quote(
@@ -530,6 +570,7 @@ class KalshiRestClient:
         data = await self._call(
             "POST",
             "/communications/quotes",
+            endpoint="create_quote",
             lane=_Lane.WRITE,
             retry=Retry.SAFE,
             body=body,
@@ -547,6 +588,7 @@ class KalshiRestClient:
         await self._call(
             "DELETE",
             self._quote_path(quote_id, rfq_id),
+            endpoint="delete_quote",
             lane=_Lane.WRITE,
             retry=Retry.SAFE,
             cost=QUOTE_COST,
@@ -566,6 +608,7 @@ class KalshiRestClient:
         await self._call(
             "PUT",
             self._quote_path(quote_id, rfq_id, "/accept"),
+            endpoint="accept_quote",
             lane=_Lane.WRITE,
             retry=Retry.SAFE,
             body={"accepted_side": accepted_side},
@@ -582,6 +625,7 @@ class KalshiRestClient:
         await self._call(
             "PUT",
             self._quote_path(quote_id, rfq_id, "/confirm"),
+            endpoint="confirm_quote",
             lane=_Lane.WRITE,
             retry=Retry.SAFE,
             body={},
@@ -599,7 +643,7 @@ class KalshiRestClient:
 
     async def get_market(self, ticker: str) -> Market:
         """Return one market, with its price grid (``GET /markets/{ticker}``)."""
-        data = await self._get(f"/markets/{ticker}")
+        data = await self._get(f"/markets/{ticker}", endpoint="get_market")
         return self._model(Market, (data or {}).get("market"), "market")
 
     async def list_markets(
@@ -629,6 +673,7 @@ class KalshiRestClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+            endpoint="list_markets",
         )
         return Page(self._models(Market, data, "markets"), self._cursor(data))
 
@@ -638,7 +683,9 @@ class KalshiRestClient:
 
     async def get_orderbook(self, ticker: str, *, depth: int | None = None) -> Orderbook:
         """Return a market's resting bids (``GET /markets/{ticker}/orderbook``)."""
-        data = await self._get(f"/markets/{ticker}/orderbook", {"depth": depth})
+        data = await self._get(
+            f"/markets/{ticker}/orderbook", {"depth": depth}, endpoint="get_orderbook"
+        )
         try:
             return Orderbook.from_response(data if isinstance(data, dict) else {})
         except (ValueError, ValidationError) as exc:
@@ -667,6 +714,7 @@ class KalshiRestClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+            endpoint="list_positions",
         )
         return PositionsPage(
             self._models(MarketPosition, data, "market_positions"),
@@ -706,6 +754,7 @@ class KalshiRestClient:
                 "limit": limit,
                 "cursor": cursor,
             },
+            endpoint="list_fills",
         )
         return Page(self._models(Fill, data, "fills"), self._cursor(data))
 
@@ -715,10 +764,12 @@ class KalshiRestClient:
 
     async def get_balance(self, *, subaccount: int | None = None) -> Balance:
         """Return available balance and portfolio value (``GET /portfolio/balance``)."""
-        data = await self._get("/portfolio/balance", {"subaccount": subaccount})
+        data = await self._get(
+            "/portfolio/balance", {"subaccount": subaccount}, endpoint="get_balance"
+        )
         return self._model(Balance, data, "balance")
 
     async def get_exchange_status(self) -> ExchangeStatus:
         """Return whether the exchange is active and trading (``GET /exchange/status``)."""
-        data = await self._get("/exchange/status")
+        data = await self._get("/exchange/status", endpoint="get_exchange_status")
         return self._model(ExchangeStatus, data, "exchange status")

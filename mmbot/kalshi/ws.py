@@ -225,6 +225,9 @@ class CommunicationsStream:
         self._stop: asyncio.Future[None] | None = None
         self._running = False
         self._unknown_types: set[str] = set()
+        # time.monotonic() when the frame behind the event just yielded was read off the
+        # socket: a consumer reads it on receiving the event to time what follows.
+        self.last_frame_at = 0.0
 
     # ------------------------------------------------------------------ public API
 
@@ -296,6 +299,9 @@ class CommunicationsStream:
                     for event in pending:
                         if self._closing:
                             return
+                        # Held back until the subscription was confirmed: their latency is
+                        # measured from now, a slight undercount for a handful of events.
+                        self.last_frame_at = time.monotonic()
                         yield event
                     # The hot path, inline rather than in a nested generator: one fewer
                     # resume per frame, and nothing left suspended when we are closed.
@@ -304,6 +310,7 @@ class CommunicationsStream:
                             frame = await ws.recv(decode=False)
                         except ConnectionClosed as exc:
                             raise _Drop(_close_reason(exc)) from None
+                        self.last_frame_at = time.monotonic()
                         if self._closing:
                             return
                         msg = self._parse(frame)
@@ -334,6 +341,11 @@ class CommunicationsStream:
             self._running = False
             if self._closing:
                 log.info("ws_closed")
+
+    @property
+    def subscribed(self) -> bool:
+        """True while a subscription stands."""
+        return self._subscribed.is_set()
 
     async def wait_subscribed(self) -> None:
         """Wait until a subscription stands (at once if one does)."""
