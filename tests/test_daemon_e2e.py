@@ -22,11 +22,11 @@ import re
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -43,8 +43,7 @@ from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import SimMarket, is_quotable
 from mmbot.strategy import MarketView, QuoteIntent, Strategy, StrategyParams
 from tests.conftest import TestKey
-
-T = TypeVar("T")
+from tests.polling import eventually
 
 # Kalshi's timers times 0.05: 1.5 s to confirm a standard market, 0.75 s to execution.
 FAST = 0.05
@@ -97,22 +96,6 @@ class Greedy(Strategy[GreedyParams]):
 
 FLAT = f"{__name__}:Flat"
 GREEDY = f"{__name__}:Greedy"
-
-
-# ----------------------------------------------------------------------------- polling
-
-
-async def eventually(probe: Callable[[], T | None], what: str, within: float = 8.0) -> T:
-    """Poll ``probe`` until it returns something truthy, and return that."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                value = probe()
-                if value:
-                    return value
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within} s waiting for {what}") from None
 
 
 # ----------------------------------------------------------------------------- the journal
