@@ -440,7 +440,10 @@ class MetricsServer:
     def url(self) -> str:
         """Base URL of the running server."""
         host = self._settings.host
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        # A wildcard address is reached through loopback of its own family.
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)  # noqa: S104
+        if ":" in shown and not shown.startswith("["):
+            shown = f"[{shown}]"
         return f"http://{shown}:{self.port}"
 
     async def start(self) -> None:
