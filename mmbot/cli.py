@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate and print the effective configuration (secrets redacted)",
         description="Validate the configuration and print it with secrets redacted.",
     )
+    check.add_argument(
+        "config_file",
+        nargs="?",
+        metavar="FILE",
+        help="the TOML file to check (the same as --config FILE)",
+    )
     check.add_argument("--json", action="store_true", help="print the configuration as JSON")
     check.set_defaults(func=_check_config)
 
@@ -168,10 +174,13 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
+    config = getattr(args, "config", None)
+    named = getattr(args, "config_file", None)
+    if named is not None and config is not None and named != config:
+        print(f"error: two configuration files given: {config} and {named}", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        settings, sources = load_settings_with_sources(
-            getattr(args, "config", None), _overrides(args)
-        )
+        settings, sources = load_settings_with_sources(named or config, _overrides(args))
     except ConfigError as exc:
         _print_problems([str(problem) for problem in exc.problems])
         return EXIT_ERROR

@@ -32,5 +32,21 @@ def test_shipped_configs_pass_check_config(name: str, capsys: pytest.CaptureFixt
     assert main(["--config", str(path), "check-config"]) == 0, capsys.readouterr().err
 
 
+def test_check_config_takes_the_file_as_an_argument(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("MMBOT_"):
+            monkeypatch.delenv(name)
+    path = Path(__file__).parent.parent / "config" / "production.example.toml"
+    # The exact command the operations issue names.
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"# config file {path}" in out
+    other = Path(__file__).parent.parent / "config" / "dry-run.toml"
+    assert main(["--config", str(other), "check-config", str(path)]) == 2
+    assert "two configuration files" in capsys.readouterr().err
+
+
 def test_there_is_an_example() -> None:
     assert EXAMPLES
