@@ -284,16 +284,9 @@ class Engine:
             # quote, since a new quote on an RFQ replaces our previous one.
             tracked = self.quotes.tracked_quote_ids()
             tracked_rfqs = {live.rfq.id for live in self.quotes.live()}
-            if quote.id not in tracked and quote.rfq_id not in tracked_rfqs:
-                with contextlib.suppress(KalshiError):
-                    await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
-                    counts["untracked_deleted"] += 1
-                    self.journal.record_quote_deleted(
-                        rfq_id=quote.rfq_id,
-                        quote_id=quote.id,
-                        market=quote.market_ticker,
-                        reason="reconcile_untracked",
-                    )
+            untracked = quote.id not in tracked and quote.rfq_id not in tracked_rfqs
+            if untracked and await self._delete_untracked(quote, "reconcile_untracked"):
+                counts["untracked_deleted"] += 1
 
         async for quote in self.rest.iter_quotes(user_filter="self", status="accepted"):
             counts["accepted"] += 1
@@ -318,6 +311,17 @@ class Engine:
                 counts["rfqs"] += 1
                 self.quotes.spawn(self.quotes.on_rfq(rfq), "rfq-catch-up")
         return counts
+
+    async def _delete_untracked(self, quote: Quote, reason: str) -> bool:
+        """Delete an open quote of ours that the quote manager does not follow; journal it."""
+        try:
+            await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
+        except KalshiError:
+            return False  # still open: the next reconciliation or sweep tries again
+        self.journal.record_quote_deleted(
+            rfq_id=quote.rfq_id, quote_id=quote.id, market=quote.market_ticker, reason=reason
+        )
+        return True
 
     # ------------------------------------------------------------------ status and shutdown
 
@@ -420,15 +424,7 @@ class Engine:
                     q async for q in self.rest.iter_quotes(user_filter="self", status="open")
                 ]
                 for quote in leftovers:
-                    with contextlib.suppress(KalshiError):
-                        await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
-                        deleted += 1
-                        self.journal.record_quote_deleted(
-                            rfq_id=quote.rfq_id,
-                            quote_id=quote.id,
-                            market=quote.market_ticker,
-                            reason="shutdown_untracked",
-                        )
+                    deleted += await self._delete_untracked(quote, "shutdown_untracked")
         except TimeoutError:
             log.error("shutdown_timeout", seconds=timeout)
         except KalshiError as exc:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
+from mmbot.argtypes import positive_seconds
 from mmbot.config import MetricsSettings, Settings
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ProbeResult", "probe", "probe_address", "register"]
@@ -60,22 +60,12 @@ def register(
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT_SECONDS,
         metavar="SECONDS",
         help=f"give up waiting for an answer after this long (default: {DEFAULT_TIMEOUT_SECONDS})",
     )
     parser.set_defaults(func=_healthcheck)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError("expected a positive number of seconds")
-    return value
 
 
 def probe_address(metrics: MetricsSettings) -> tuple[str, int]:

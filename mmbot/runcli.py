@@ -24,6 +24,7 @@ from typing import TextIO
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from mmbot.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
 from mmbot.engine import Engine
@@ -58,21 +59,11 @@ def register(
     )
     run.add_argument(
         "--duration",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop by itself after this many seconds",
     )
     run.set_defaults(func=_run_command)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("expected a positive number of seconds")
-    return value
 
 
 async def _run_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,3 +78,11 @@ def rsa_key_file(tmp_path: Path, rsa_key: TestKey) -> Path:
     path = tmp_path / "kalshi.key"
     path.write_bytes(rsa_key.pkcs8_pem)
     return path
+
+
+@pytest.fixture
+def no_mmbot_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every MMBOT_ variable, so the developer's own settings cannot leak in."""
+    for name in list(os.environ):
+        if name.upper().startswith("MMBOT_"):
+            monkeypatch.delenv(name)

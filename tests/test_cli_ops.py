@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -20,10 +19,8 @@ from tests.payloads import REST_QUOTE as QUOTE
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+def _clean_env(no_mmbot_env: None) -> None:
+    """Before any fixture of this module sets variables of its own."""
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,8 @@ FAKE_PEM = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END P
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+def _clean_env(no_mmbot_env: None) -> None:
+    """Before any fixture of this module sets variables of its own."""
 
 
 def write_toml(tmp_path: Path, text: str, name: str = "mmbot.toml") -> Path:

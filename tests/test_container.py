@@ -429,10 +429,8 @@ class FakeDaemon:
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+def _clean_env(no_mmbot_env: None) -> None:
+    """Before any fixture of this module sets variables of its own."""
 
 
 @pytest.fixture

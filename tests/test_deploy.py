@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mmbot.config import ShutdownSettings, load_settings
 from mmbot.journal import Kind
 from mmbot.observability import FAMILIES, Metrics
+from tests.metric_contract import CONTRACT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -36,25 +37,6 @@ DATASOURCE = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.y
 DASHBOARD_PROVIDER = DEPLOY / "grafana" / "provisioning" / "dashboards" / "mmbot.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mmbot.json"
 
-#: The families the operations issue names: the dashboard must show every one.
-CONTRACT = (
-    "mmbot_rfqs_received_total",
-    "mmbot_quotes_created_total",
-    "mmbot_quotes_deleted_total",
-    "mmbot_quotes_confirmed_total",
-    "mmbot_quotes_declined_total",
-    "mmbot_quotes_executed_total",
-    "mmbot_open_quotes",
-    "mmbot_exposure_dollars",
-    "mmbot_realized_pnl_dollars",
-    "mmbot_rfq_to_quote_seconds",
-    "mmbot_confirm_latency_seconds",
-    "mmbot_ws_reconnects_total",
-    "mmbot_ws_frames_invalid_total",
-    "mmbot_rest_requests_total",
-    "mmbot_rate_limited_total",
-    "mmbot_build_info",
-)
 
 #: Alert name -> severity. The README documents them under these names.
 ALERT_SEVERITY = {
