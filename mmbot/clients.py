@@ -42,7 +42,11 @@ def build_signer(settings: KalshiSettings) -> Signer:
 
 
 def build_rest_client(
-    settings: KalshiSettings, signer: Signer | None, *, on_response: ResponseObserver | None = None
+    settings: KalshiSettings,
+    signer: Signer | None,
+    *,
+    on_response: ResponseObserver | None = None,
+    max_queued_quotes: int = 64,
 ) -> KalshiRestClient:
     """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
     return KalshiRestClient(
@@ -52,6 +56,8 @@ def build_rest_client(
         read_bucket_capacity=settings.read_bucket_capacity,
         write_tokens_per_second=settings.write_tokens_per_second,
         write_bucket_capacity=settings.write_bucket_capacity,
+        write_reserve_tokens=settings.write_reserve_tokens,
+        max_queued_quotes=max_queued_quotes,
         timeout_seconds=settings.request_timeout_seconds,
         retry_deadline_seconds=settings.retry_deadline_seconds,
         on_response=on_response,

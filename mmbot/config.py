@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from mmbot.kalshi.ratelimit import DEFAULT_COST, QUOTE_COST
 from mmbot.logs import redact_text
 
 __all__ = [
@@ -69,9 +70,9 @@ DEFAULT_REST_URL = "https://api.elections.kalshi.com/trade-api/v2"
 DEFAULT_WS_URL = "wss://api.elections.kalshi.com/trade-api/ws/v2"
 REDACTED = "<redacted>"
 
-# Kalshi charges this many tokens for an ordinary request, so a bucket smaller than this
-# could never admit one.
-DEFAULT_REQUEST_COST = 10
+# Kalshi charges DEFAULT_COST tokens for an ordinary request, so a bucket smaller than
+# that could never admit one.
+DEFAULT_REQUEST_COST = DEFAULT_COST
 
 _MAX_SHOWN_VALUE = 80
 _CROSS_FIELD_ERROR = "mmbot_cross_field"
@@ -248,6 +249,11 @@ class KalshiSettings(BaseModel):
             f"a whole number of at least {DEFAULT_REQUEST_COST} (the cost of one request)"
         ),
     )
+    write_reserve_tokens: int = Field(
+        default=20,
+        ge=0,
+        description="write tokens new quotes leave for confirmations and deletes",
+    )
     request_timeout_seconds: _PositiveSeconds = Field(
         default=10.0, description="timeout for one HTTP request"
     )
@@ -293,6 +299,14 @@ class KalshiSettings(BaseModel):
                     ("ws_reconnect_max_seconds", "ws_reconnect_min_seconds"),
                     "the maximum to be at least the minimum",
                     f"max {self.ws_reconnect_max_seconds} < min {self.ws_reconnect_min_seconds}",
+                )
+            )
+        if self.write_reserve_tokens + QUOTE_COST > self.write_bucket_capacity:
+            issues.append(
+                _CrossFieldIssue(
+                    ("write_reserve_tokens", "write_bucket_capacity"),
+                    f"the reserve to leave room for one quote ({QUOTE_COST} tokens) in the bucket",
+                    f"reserve {self.write_reserve_tokens}, capacity {self.write_bucket_capacity}",
                 )
             )
         if self.shard_key is not None and self.shard_factor is None:
@@ -388,6 +402,16 @@ class QuotesSettings(BaseModel):
     max_rfq_age_seconds: _PositiveSeconds = Field(
         default=10.0,
         description="after a reconnect, quote RFQs created meanwhile only if younger than this",
+    )
+    max_queued: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="most new quotes waiting for write budget; past it the least valuable is shed",
+    )
+    max_queue_seconds: _PositiveSeconds = Field(
+        default=1.0,
+        description="shed a new quote still waiting for write budget this long after its RFQ came",
     )
 
 

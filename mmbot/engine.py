@@ -395,6 +395,11 @@ class Engine:
             journal_backlog=self.journal.backlog,
             journal_lost=self.journal.lost,
             journal_healthy=self.journal.healthy,
+            quote_queue_depth=self.rest.write_bucket.sheddable_waiting,
+            quote_queue_peak=self.rest.write_bucket.peak_sheddable,
+            read_waiters=self.rest.read_bucket.waiting,
+            write_waiters=self.rest.write_bucket.waiting,
+            tasks_in_flight=self.quotes.tasks_in_flight,
             health=self.health(),
         )
 

@@ -112,6 +112,10 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_journal_backlog_rows": "gauge",
     "mmbot_journal_rows_lost_total": "counter",
     "mmbot_journal_healthy": "gauge",
+    "mmbot_quote_queue_depth": "gauge",
+    "mmbot_quote_queue_peak": "gauge",
+    "mmbot_rate_limit_waiters": "gauge",
+    "mmbot_tasks_in_flight": "gauge",
 }
 
 
@@ -154,6 +158,11 @@ class State:
     journal_backlog: int = 0
     journal_lost: int = 0
     journal_healthy: bool = True
+    quote_queue_depth: int = 0
+    quote_queue_peak: int = 0
+    read_waiters: int = 0
+    write_waiters: int = 0
+    tasks_in_flight: int = 0
     health: Health = field(default_factory=lambda: Health(ready=False, reasons=("starting",)))
 
 
@@ -419,6 +428,26 @@ class _StateCollector(Collector):
             s.journal_lost,
         )
         yield gauge("mmbot_journal_healthy", "1 while journal writes succeed", s.journal_healthy)
+        yield gauge(
+            "mmbot_quote_queue_depth",
+            "new quotes waiting for write budget (bounded by quotes.max_queued)",
+            s.quote_queue_depth,
+        )
+        yield gauge(
+            "mmbot_quote_queue_peak", "the most new quotes ever waiting at once", s.quote_queue_peak
+        )
+        waiters = GaugeMetricFamily(
+            "mmbot_rate_limit_waiters", "requests waiting for rate-limit tokens", labels=["lane"]
+        )
+        if state is not None:
+            waiters.add_metric(["read"], float(s.read_waiters))
+            waiters.add_metric(["write"], float(s.write_waiters))
+        yield waiters
+        yield gauge(
+            "mmbot_tasks_in_flight",
+            "event handlers running (RFQs being priced or sent, confirms, deletes)",
+            s.tasks_in_flight,
+        )
         info = GaugeMetricFamily(
             "mmbot_build_info", "mmbot build: version and Python", labels=["version", "python"]
         )

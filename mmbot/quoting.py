@@ -45,6 +45,7 @@ from mmbot.kalshi.models import (
     Rfq,
     maker_fill_for_accept,
 )
+from mmbot.kalshi.ratelimit import Shed
 from mmbot.kalshi.rest import InvalidQuoteError, KalshiRestClient
 from mmbot.logs import log_context
 from mmbot.marketdata import MarketData, reference_mid
@@ -59,7 +60,15 @@ from mmbot.strategy import (
     safe_quote,
 )
 
-__all__ = ["Counters", "LiveQuote", "QuoteManager", "confirm_window_seconds", "shape_prices"]
+__all__ = [
+    "Counters",
+    "LatencyObserver",
+    "LiveQuote",
+    "QuoteManager",
+    "confirm_window_seconds",
+    "expected_value",
+    "shape_prices",
+]
 
 log = structlog.get_logger("mmbot.quoting")
 
@@ -95,6 +104,24 @@ def shape_prices(
     yes = round_down_to_grid(yes, view.price_ranges) if yes > 0 else _ZERO
     no = round_down_to_grid(no, view.price_ranges) if no > 0 else _ZERO
     return yes, no
+
+
+def expected_value(live: LiveQuote) -> Decimal:
+    """What a quote is worth if accepted, in dollars: its better side's edge times its size.
+
+    Edge is measured from the reference mid (the price a side is worth); only one side of
+    a quote can be accepted, so the better one counts. Without a reference it is zero:
+    such quotes are the first to give way.
+    """
+    mid = live.reference
+    if mid is None:
+        return _ZERO
+    best = _ZERO
+    if live.yes_bid > 0:
+        best = max(best, (mid - live.yes_bid) * _contracts_for(live.rfq, live.yes_bid))
+    if live.no_bid > 0:
+        best = max(best, (_ONE - mid - live.no_bid) * _contracts_for(live.rfq, live.no_bid))
+    return best
 
 
 def _contracts_for(rfq: Rfq, price: Decimal) -> Decimal:
@@ -221,6 +248,11 @@ class QuoteManager:
     def tracked_quote_ids(self) -> set[str]:
         """Ids of every quote the manager tracks."""
         return set(self._by_quote)
+
+    @property
+    def tasks_in_flight(self) -> int:
+        """Handlers running now (each RFQ, acceptance and withdrawal runs as one)."""
+        return len(self._tasks)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a supervised background task: errors are logged, never lost."""
@@ -367,6 +399,14 @@ class QuoteManager:
     async def _send(self, live: LiveQuote) -> bool:
         """Send (or re-send, replacing) the quote; False if it is not live and ours."""
         replacing = live.state == "open"
+        value: Decimal | None = None
+        shed_at: float | None = None
+        if not replacing:
+            # A new quote may give way to more valuable ones when the write budget runs
+            # short. A replacement may not: the quote it replaces stands at stale prices.
+            value = expected_value(live)
+            arrived = live.received_at if live.received_at is not None else time.monotonic()
+            shed_at = arrived + self._settings.max_queue_seconds
         try:
             quote_id = await self._rest.create_quote(
                 live.rfq.id,
@@ -375,7 +415,12 @@ class QuoteManager:
                 rest_remainder=self._settings.rest_remainder,
                 post_only=True,
                 deadline_seconds=_CREATE_DEADLINE_SECONDS,
+                value=value,
+                shed_at=shed_at,
             )
+        except Shed as shed:
+            self._skip(live.rfq, f"shed_{shed.reason}")
+            return False
         except (KalshiError, InvalidQuoteError) as exc:
             self.counters.quote_errors += 1
             code = exc.code if isinstance(exc, KalshiError) else "invalid_quote"

@@ -196,7 +196,10 @@ async def run_daemon(
             journal.start(detail={"mode": "dry-run" if dry_run else "live"})
             try:
                 async with build_rest_client(
-                    cfg.kalshi, target.signer, on_response=metrics.on_rest_response
+                    cfg.kalshi,
+                    target.signer,
+                    on_response=metrics.on_rest_response,
+                    max_queued_quotes=cfg.quotes.max_queued,
                 ) as rest:
                     engine = Engine(
                         cfg,

@@ -135,7 +135,8 @@ def dry_run_settings(journal: Path, **extra: Mapping[str, Any]) -> Settings:
         "dry_run": {"rfq_rate": 0, "markets": 8, "hvm_fraction": 0, "time_scale": 0.5, "seed": 7},
         "metrics": {"port": 0},
         "journal": {"path": str(journal)},
-        "quotes": {"ttl_seconds": 60},
+        # 429s drain the write bucket; no quote should be shed for waiting on it here.
+        "quotes": {"ttl_seconds": 60, "max_queue_seconds": 30},
         "kalshi": {"ws_reconnect_min_seconds": 0.05, "ws_reconnect_max_seconds": 0.2},
         "run": {"status_interval_seconds": 60},
         "shutdown": {"timeout_seconds": 5},

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mmbot.config import ConfigError, MetricsSettings, Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal, Kind
+from mmbot.kalshi.ratelimit import TokenBucket
 from mmbot.kalshi.rest import KalshiRestClient, Page
 from mmbot.kalshi.ws import WsStats
 from mmbot.marketdata import MarketData
@@ -372,9 +374,10 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
         clock=lambda: now[0],
     )
     stream = _Stream(subscribed=False)
+    rest = SimpleNamespace(read_bucket=TokenBucket(10, 10), write_bucket=TokenBucket(10, 10))
     engine = Engine(
         Settings(),
-        rest=None,  # type: ignore[arg-type]
+        rest=rest,  # type: ignore[arg-type]
         stream=stream,  # type: ignore[arg-type]
         journal=Journal(tmp_path / "j.sqlite"),
         risk=RiskBook(

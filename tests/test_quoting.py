@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import inspect
 import itertools
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -56,9 +57,16 @@ from mmbot.kalshi.models import (
     Rfq,
     Side,
 )
+from mmbot.kalshi.ratelimit import Shed
 from mmbot.kalshi.rest import Page, validate_quote_prices
 from mmbot.marketdata import MarketData, reference_mid
-from mmbot.quoting import LiveQuote, QuoteManager, confirm_window_seconds, shape_prices
+from mmbot.quoting import (
+    LiveQuote,
+    QuoteManager,
+    confirm_window_seconds,
+    expected_value,
+    shape_prices,
+)
 from mmbot.risk import (
     KILL_SWITCH,
     MAX_CONTRACTS_PER_RFQ,
@@ -358,6 +366,8 @@ class FakeExchange:
         post_only: bool = True,
         subaccount: int | None = None,
         deadline_seconds: float | None = None,
+        value: Decimal | None = None,
+        shed_at: float | None = None,
     ) -> str:
         # The real client refuses a malformed quote before anything is sent.
         validate_quote_prices(yes_bid, no_bid)
@@ -368,6 +378,8 @@ class FakeExchange:
             "rest_remainder": rest_remainder,
             "post_only": post_only,
             "deadline_seconds": deadline_seconds,
+            "value": value,
+            "shed_at": shed_at,
         }
         if self.on_create is not None:
             self.on_create(args)
@@ -877,6 +889,50 @@ async def test_transport_error_on_create_is_a_failure_too(h: Harness) -> None:
     assert h.qm.counters.quote_errors == 1
     assert h.journal.kinds().count("quote_failed") == 1
     assert h.qm.live() == []
+
+
+async def test_a_shed_quote_is_a_skip_with_its_reason_not_an_error(h: Harness) -> None:
+    h.exchange.script["create_quote"].append(Shed("queue_full"))
+    rfq = h.rfq("M-1")
+    await h.qm.on_rfq(rfq)
+    assert h.qm.counters.quote_errors == 0
+    assert h.qm.counters.skipped_by_reason == {"shed_queue_full": 1}
+    [skipped] = h.journal.of("rfq_skipped")
+    assert (skipped["rfq_id"], skipped["reason"]) == (rfq.id, "shed_queue_full")
+    assert h.journal.of("quote_failed") == []
+    assert h.qm.live() == []
+    assert h.market_data._watched == {}
+
+
+async def test_new_quotes_are_sheddable_by_value_and_replacements_are_not(h: Harness) -> None:
+    before = time.monotonic()
+    await h.quoted()
+    await move(h, "M-1", "0.52", "0.56")
+    new, replacement = h.exchange.calls_to("create_quote")
+    assert new["value"] > 0
+    # Shed after quotes.max_queue_seconds counted from the RFQ's arrival.
+    assert before + h.qm._settings.max_queue_seconds <= new["shed_at"]
+    assert new["shed_at"] <= time.monotonic() + h.qm._settings.max_queue_seconds
+    assert (replacement["value"], replacement["shed_at"]) == (None, None)
+
+
+def test_expected_value_is_the_better_side_edge_times_size() -> None:
+    rfq = Rfq(id="r", market_ticker="M", contracts_fp=D(10))
+    live = LiveQuote(
+        rfq=rfq,
+        strategy=Boom(StrategyParams()),
+        yes_bid=D("0.45"),
+        no_bid=D("0.47"),
+        reference=D("0.50"),
+        hvm=False,
+    )
+    # YES: worth 0.50, bid 0.45 -> 0.05 a contract; NO: worth 0.50, bid 0.47 -> 0.03.
+    assert expected_value(live) == D("0.50")
+    live.no_bid = D(0)
+    live.yes_bid = D("0.49")
+    assert expected_value(live) == D("0.10")
+    live.reference = None
+    assert expected_value(live) == 0
 
 
 async def test_rfq_deleted_while_create_in_flight_deletes_the_new_quote(h: Harness) -> None:

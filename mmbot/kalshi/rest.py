@@ -50,7 +50,7 @@ from mmbot.kalshi.models import (
     Side,
     parse_fixed_point,
 )
-from mmbot.kalshi.ratelimit import Priority, TokenBucket
+from mmbot.kalshi.ratelimit import DEFAULT_COST, QUOTE_COST, Priority, TokenBucket
 
 __all__ = [
     "DEFAULT_COST",
@@ -68,10 +68,6 @@ log = structlog.get_logger("mmbot.kalshi.rest")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-#: Token cost of most calls (Kalshi's default).
-DEFAULT_COST = 10
-#: Token cost of creating, deleting or fetching a single quote, per the endpoint docs.
-QUOTE_COST = 2
 
 _PRICE_MAX_DECIMALS = 4
 _COUNT_MAX_DECIMALS = 2
@@ -189,6 +185,8 @@ class KalshiRestClient:
         read_bucket_capacity: float = 400,
         write_tokens_per_second: float = 100,
         write_bucket_capacity: float = 100,
+        write_reserve_tokens: float = 0,
+        max_queued_quotes: int = 64,
         timeout_seconds: float = 10.0,
         retry_deadline_seconds: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -201,7 +199,11 @@ class KalshiRestClient:
         self.on_response = on_response
         self.read_bucket = TokenBucket(read_tokens_per_second, read_bucket_capacity, name="read")
         self.write_bucket = TokenBucket(
-            write_tokens_per_second, write_bucket_capacity, name="write"
+            write_tokens_per_second,
+            write_bucket_capacity,
+            name="write",
+            reserve=write_reserve_tokens,
+            max_sheddable=max_queued_quotes,
         )
         self._retry_deadline = retry_deadline_seconds
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -240,6 +242,8 @@ class KalshiRestClient:
         priority: Priority = Priority.READ,
         deadline_seconds: float | None = None,
         gone_is_done: bool = False,
+        value: Decimal | None = None,
+        shed_at: float | None = None,
     ) -> Any:
         """Send one logical call (with its retries) and return the decoded JSON body, if any.
 
@@ -257,7 +261,9 @@ class KalshiRestClient:
         query = _query(params) if params else None
         ambiguous_before = False
         while True:
-            await bucket.acquire(cost, priority)
+            # Raises Shed (not retried: the caller decided it may give way) for a
+            # sheddable call that more valuable ones crowd out or that waits past shed_at.
+            await bucket.acquire(cost, priority, value=value, deadline=shed_at)
             error: KalshiError
             started = time.perf_counter()
             try:
@@ -553,8 +559,15 @@ class KalshiRestClient:
         post_only: bool = True,
         subaccount: int | None = None,
         deadline_seconds: float | None = None,
+        value: Decimal | None = None,
+        shed_at: float | None = None,
     ) -> str:
-        """Quote on an RFQ and return the new quote's id; prices are checked before sending."""
+        """Quote on an RFQ and return the new quote's id; prices are checked before sending.
+
+        With a ``value`` (expected value in dollars) the call is sheddable while it waits
+        for write budget: it raises :class:`~mmbot.kalshi.ratelimit.Shed` when more
+        valuable quotes fill the queue or when ``time.monotonic()`` passes ``shed_at``.
+        """
         yes, no = validate_quote_prices(yes_bid, no_bid)
         body: dict[str, Any] = {
             "rfq_id": rfq_id,
@@ -577,6 +590,8 @@ class KalshiRestClient:
             cost=QUOTE_COST,
             priority=Priority.CREATE,
             deadline_seconds=deadline_seconds,
+            value=value,
+            shed_at=shed_at,
         )
         return self._created_id(data)
 
