@@ -214,3 +214,20 @@ def test_shedding_keeps_the_most_valuable(values: list[int], limit: int) -> None
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(run())
+
+
+async def test_the_wait_queue_stays_bounded_under_sustained_shedding() -> None:
+    bucket = TokenBucket(rate=1, capacity=10, max_sheddable=4)
+    assert bucket.try_acquire(10)
+    tasks = [
+        asyncio.create_task(bucket.acquire(2, Priority.CREATE, value=Decimal(n)))
+        for n in range(5000)  # each newcomer is worth more: the weakest waiter is shed
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert bucket.sheddable_waiting == 4
+    assert bucket.shed == {"queue_full": 4996}
+    assert len(bucket._waiters) <= 2 * (4 + 16) + 1
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -233,6 +233,16 @@ class TokenBucket:
         if not waiter.future.done():
             waiter.future.set_exception(Shed(reason))
             self._count_shed(reason)
+        self._compact()
+
+    def _compact(self) -> None:
+        # A shed waiter's heap entry is only dropped when it reaches the top, and under
+        # sustained overload the shed ones are the least valuable, which never do: rebuild
+        # the heap once they outnumber the live entries, so it stays bounded.
+        entries = len(self._waiters)
+        if entries > 2 * (self.max_sheddable + 16) and entries > 2 * self.waiting:
+            self._waiters = [e for e in self._waiters if not e[-1].future.done()]
+            heapq.heapify(self._waiters)
 
     def _count_shed(self, reason: str) -> None:
         self.shed[reason] = self.shed.get(reason, 0) + 1
