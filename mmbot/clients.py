@@ -46,7 +46,7 @@ def build_rest_client(
     signer: Signer | None,
     *,
     on_response: ResponseObserver | None = None,
-    max_queued_quotes: int = 64,
+    max_queued_quotes: int = 16,
 ) -> KalshiRestClient:
     """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
     return KalshiRestClient(

@@ -403,14 +403,16 @@ class QuotesSettings(BaseModel):
         default=10.0,
         description="after a reconnect, quote RFQs created meanwhile only if younger than this",
     )
+    # Small on purpose: at 100 quotes/s, 16 waiting is 160 ms of queue, and a quote sent
+    # later than that is seldom the one a requester takes.
     max_queued: int = Field(
-        default=64,
+        default=16,
         ge=1,
         le=10_000,
         description="most new quotes waiting for write budget; past it the least valuable is shed",
     )
     max_queue_seconds: _PositiveSeconds = Field(
-        default=1.0,
+        default=0.25,
         description="shed a new quote still waiting for write budget this long after its RFQ came",
     )
 

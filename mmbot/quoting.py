@@ -528,11 +528,21 @@ class QuoteManager:
         )
 
     async def on_rfq_deleted(self, rfq_id: str) -> None:
-        """The RFQ was withdrawn, expired or filled: our quote on it goes too."""
+        """The RFQ was withdrawn, expired or filled: our quote on it goes with it."""
         self._remember(self._deleted_rfqs, rfq_id)
         live = self._by_rfq.get(rfq_id)
-        if live is not None and live.state == "open":
-            await self._delete(live, "rfq_deleted")
+        if live is None or live.state != "open" or live.quote_id is None:
+            return
+        # No DELETE: nobody can accept a quote on an RFQ that is gone, and the exchange
+        # closes the RFQ's quotes with it. Sending one anyway cost a write per RFQ, which
+        # under load halved the quotes the budget could carry. (A quote still in flight
+        # when the RFQ goes is deleted when its answer comes, in _quote_rfq.)
+        quote_id = live.quote_id
+        self._forget(live)
+        self.counters.quotes_deleted += 1
+        self._journal.record_quote_deleted(
+            rfq_id=rfq_id, quote_id=quote_id, market=live.rfq.market_ticker, reason="rfq_deleted"
+        )
 
     def on_market(self, market: Market) -> None:
         """A refreshed market: replace quotes whose reference moved past the threshold."""

@@ -955,11 +955,17 @@ async def test_rfq_deleted_while_create_in_flight_deletes_the_new_quote(h: Harne
     assert h.qm.tracked_quote_ids() == set()
 
 
-async def test_rfq_deleted_withdraws_an_open_quote(h: Harness) -> None:
+async def test_rfq_deleted_ends_an_open_quote_without_a_delete_request(h: Harness) -> None:
     rfq, quote_id = await h.quoted()
     await h.qm.on_rfq_deleted(rfq.id)
-    assert [c["quote_id"] for c in h.exchange.calls_to("delete_quote")] == [quote_id]
+    # The quote went with its RFQ: a DELETE would only spend a write token.
+    assert h.exchange.calls_to("delete_quote") == []
     assert h.qm.live() == []
+    assert h.qm.tracked_quote_ids() == set()
+    assert h.timers.armed("ttl") == []
+    [deleted] = h.journal.of("quote_deleted")
+    assert (deleted["quote_id"], deleted["reason"]) == (quote_id, "rfq_deleted")
+    assert h.market_data._watched == {}
 
 
 async def test_quote_landing_after_cancel_all_is_caught_by_the_next_one(h: Harness) -> None:
