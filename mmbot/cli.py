@@ -39,7 +39,13 @@ Handler = Callable[[argparse.Namespace, Settings], Any]
 
 # Modules that may add subcommands through ``register(subparsers, parents=[...])``; each is
 # optional so that this CLI works before they exist.
-PLUGIN_MODULES = ("mmbot.opscli", "mmbot.mock.cli", "mmbot.runcli", "mmbot.healthcli")
+PLUGIN_MODULES = (
+    "mmbot.opscli",
+    "mmbot.mock.cli",
+    "mmbot.runcli",
+    "mmbot.healthcli",
+    "mmbot.benchcli",
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1

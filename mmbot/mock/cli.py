@@ -109,6 +109,19 @@ def register(
         help="multiplies confirmation windows, execution timers and requester timings "
         "(default: %(default)s)",
     )
+    add(
+        "--write-tokens-per-second",
+        default="0",
+        metavar="R",
+        help="per-user write token bucket refill; quote create/delete cost 2 tokens, other "
+        "writes 10, an unaffordable write gets 429. 0 (default) turns it off",
+    )
+    add(
+        "--write-bucket-capacity",
+        default="0",
+        metavar="C",
+        help="per-user write bucket size in tokens (default: one second of refill)",
+    )
     faults = parser.add_argument_group("fault injection")
     for name, meta, text in (
         ("write-429-fraction", "F", "share of writes answered 429 too many requests"),
@@ -212,6 +225,10 @@ def _config(args: argparse.Namespace) -> MockConfig:
         hvm_fraction=_float("--hvm-fraction", args.hvm_fraction, low=0, high=1),
         time_scale=_float("--time-scale", args.time_scale, low=0, above=True),
         faults=faults,
+        write_tokens_per_second=_float(
+            "--write-tokens-per-second", args.write_tokens_per_second, low=0
+        ),
+        write_bucket_capacity=_float("--write-bucket-capacity", args.write_bucket_capacity, low=0),
     )
 
 
@@ -330,11 +347,19 @@ def _banner(
     _say("mmbot mock exchange: simulated, nothing here reaches Kalshi")
     _say(f"REST  {mock.rest_url}")
     _say(f"WS    {mock.ws_url}")
-    _say(f"control endpoints under {mock.base_url}/_mock/ (faults, drop_ws, rfqs, state)")
+    _say(
+        f"control endpoints under {mock.base_url}/_mock/ "
+        "(faults, drop_ws, rfqs, state, rate_limit, bench)"
+    )
     _say(
         f"seed {config.seed}, {config.markets} markets, {config.rfq_rate:g} RFQ/s, "
         f"time scale {config.time_scale:g}"
     )
+    if config.write_tokens_per_second > 0:
+        _say(
+            f"write rate limit: {config.write_tokens_per_second:g} tokens/s per user, "
+            f"bucket {config.write_bucket_capacity or config.write_tokens_per_second:g}"
+        )
     active = {k: v for k, v in config.faults.to_dict().items() if v}
     if active:
         _say("faults: " + ", ".join(f"{k}={v:g}" for k, v in active.items()))

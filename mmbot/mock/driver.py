@@ -24,7 +24,9 @@ so one odd quote never stops the simulation. The same seed gives the same RFQ st
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_FLOOR, Decimal
@@ -48,7 +50,14 @@ from mmbot.mock.sim import (
     replan_reservation,
 )
 
-__all__ = ["DriverStats", "SimulationDriver", "partial_contracts"]
+__all__ = [
+    "BenchCounters",
+    "BenchPlan",
+    "BenchSource",
+    "DriverStats",
+    "SimulationDriver",
+    "partial_contracts",
+]
 
 log = structlog.get_logger("mmbot.mock")
 
@@ -272,7 +281,7 @@ class SimulationDriver:
         rfq = self.exchange.rfqs.get(tracked.rfq_id)
         if rfq is None or rfq.status != "open":
             return
-        quotes = [q for q in self.exchange.quotes.values() if q.rfq is rfq]
+        quotes = self.exchange.quotes_on(rfq)
         if any(q.status in ("accepted", "confirmed") for q in quotes):
             return  # a deal is in flight; the maker confirms or the window voids it
         views = [QuoteView(q.id, q.yes_bid, q.no_bid, q.seq) for q in quotes if q.status == "open"]
@@ -305,10 +314,7 @@ class SimulationDriver:
         if rfq is None or rfq.status != "open":
             self._tracked.pop(rfq_id, None)
             return
-        if any(
-            q.rfq is rfq and q.status in ("accepted", "confirmed")
-            for q in self.exchange.quotes.values()
-        ):
+        if any(q.status in ("accepted", "confirmed") for q in self.exchange.quotes_on(rfq)):
             # Once confirmed neither party may withdraw; look again after the deal settles.
             tracked.expiry = asyncio.get_running_loop().call_later(
                 _EXPIRY_RECHECK_SECONDS * self.exchange.time_scale, self._expire, rfq_id
@@ -355,3 +361,273 @@ def rfq_body(plan: RfqPlan) -> dict[str, object]:
         assert plan.target_cost_dollars is not None
         body["target_cost_dollars"] = wire_dollars(plan.target_cost_dollars)
     return body
+
+
+# --------------------------------------------------------------------------- benchmark source
+
+
+@dataclass(frozen=True, slots=True)
+class BenchPlan:
+    """What the benchmark RFQ source emits: a fixed rate of RFQs and how requesters react."""
+
+    #: RFQs per second, paced on the event loop's clock.
+    rate: float
+    #: Share of first quotes the requester accepts at once (deterministic, not random).
+    accept_fraction: float = 0.1
+    #: Real seconds (not scaled by ``time_scale``) before the requester deletes its RFQ.
+    lifetime_seconds: float = 1.0
+    #: RFQ sizes in whole contracts, drawn uniformly so expected value varies per RFQ.
+    sizes: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.rate) or self.rate <= 0:
+            raise ValueError("rate must be a finite number > 0")
+        if not 0 <= self.accept_fraction <= 1:
+            raise ValueError("accept_fraction must be within [0, 1]")
+        if not math.isfinite(self.lifetime_seconds) or self.lifetime_seconds <= 0:
+            raise ValueError("lifetime_seconds must be a finite number > 0")
+        if not self.sizes or any(s < 1 for s in self.sizes):
+            raise ValueError("sizes must be a non-empty list of positive integers")
+
+
+@dataclass(slots=True)
+class BenchCounters:
+    """What the benchmark source did since it started or was last reset."""
+
+    rfqs_created: int = 0
+    create_errors: int = 0
+    #: RFQs not emitted because the exchange's own loop fell behind the schedule.
+    lagged: int = 0
+    rfqs_quoted: int = 0
+    acceptances: int = 0
+    accept_errors: int = 0
+    deleted: int = 0
+    offered_contracts: int = 0
+    quoted_contracts: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        """The counters as a JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _BenchRfq:
+    requester: User
+    size: int
+    quoted: bool = False
+
+
+# The scheduler tick at high rates: emitting a small batch every 2 ms costs far less loop
+# overhead than one timer per RFQ, and keeps bursts to a couple of RFQs.
+_MIN_TICK_SECONDS = 0.002
+# At most this share of a second's RFQs is emitted in one catch-up burst; the rest counts
+# as lagged, so an overloaded exchange reports it instead of flooding the maker.
+_MAX_BURST_SECONDS = 0.05
+# A closed RFQ is forgotten this long after it closed (deals settle first).
+_FORGET_AFTER_SECONDS = 3.0
+# Pairs (requester, market) are reused round-robin; they must be free again by then.
+_PAIR_REUSE_SECONDS = 4.0
+
+
+class BenchSource:
+    """Emits ``rfq_created`` at a fixed rate from benchmark requesters across every market.
+
+    RFQ number ``i`` goes to market ``i % M`` from requester ``(i // M) % U``, with ``U``
+    chosen so a (requester, market) pair is reused only after ``_PAIR_REUSE_SECONDS`` and
+    no requester exceeds the open-RFQ limit. Each requester deletes its RFQ after
+    ``lifetime_seconds`` and accepts ``accept_fraction`` of first quotes immediately.
+    Closed RFQs are forgotten by the exchange, so memory stays flat over long runs.
+    """
+
+    def __init__(self, exchange: Exchange, plan: BenchPlan) -> None:
+        self.exchange = exchange
+        self.plan = plan
+        self.counters = BenchCounters()
+        self._markets = sorted(exchange.markets.values(), key=lambda m: m.ticker)
+        if not self._markets:
+            raise ValueError("the benchmark needs at least one market")
+        per_pair = math.ceil(plan.rate * _PAIR_REUSE_SECONDS / len(self._markets))
+        per_limit = math.ceil(plan.rate * plan.lifetime_seconds * 2 / 100)
+        count = max(4, per_pair, per_limit)
+        self._requesters = [exchange.add_user(simulated=True) for _ in range(count)]
+        self._rng = random.Random(f"mmbot-bench:{plan.seed}")  # noqa: S311 - simulation
+        self._open: dict[str, _BenchRfq] = {}
+        self._expiries: deque[tuple[float, str]] = deque()
+        self._forget: deque[tuple[float, str]] = deque()
+        self._accept_credit = 0.0
+        self._accepted_sides = 0
+        self._tick_seconds = max(1.0 / plan.rate, _MIN_TICK_SECONDS)
+        self._max_burst = max(1, math.ceil(plan.rate * _MAX_BURST_SECONDS))
+        self._index = 0
+        self._scheduled = 0
+        self._ticks = 0
+        self._t0 = 0.0
+        self._started_at = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._emitting = True
+
+    @property
+    def requester_count(self) -> int:
+        """How many benchmark requesters share the RFQ stream."""
+        return len(self._requesters)
+
+    @property
+    def running(self) -> bool:
+        """True while RFQs are being emitted."""
+        return self._handle is not None and self._emitting
+
+    def start(self) -> None:
+        """Start emitting (needs a running loop)."""
+        if self._handle is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.exchange.listeners.append(self._on_event)
+        self._t0 = self._started_at = self._loop.time()
+        self._handle = self._loop.call_at(self._t0, self._tick)
+
+    def reset_counters(self) -> None:
+        """Start counting afresh (after a warm-up) without disturbing the stream."""
+        self.counters = BenchCounters()
+        if self._loop is not None:
+            self._started_at = self._loop.time()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds since the start or the last counter reset."""
+        return 0.0 if self._loop is None else self._loop.time() - self._started_at
+
+    def pause(self) -> None:
+        """Stop emitting new RFQs; open ones still expire on schedule (no burst of deletes)."""
+        self._emitting = False
+
+    def stop(self) -> None:
+        """Stop emitting, delete every open benchmark RFQ and forget what can be forgotten."""
+        self._emitting = False
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        for rfq_id, entry in list(self._open.items()):
+            self._delete(rfq_id, entry)
+        self._open.clear()
+        self._expiries.clear()
+        if self._on_event in self.exchange.listeners:
+            self.exchange.listeners.remove(self._on_event)
+        for _, rfq_id in self._forget:
+            self.exchange.forget_rfq(rfq_id)
+        self._forget.clear()
+
+    # ------------------------------------------------------------------ the schedule
+
+    def _tick(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            now = loop.time()
+            due = int((now - self._t0) * self.plan.rate) - self._scheduled
+            if not self._emitting:
+                due = 0
+            if due > self._max_burst:
+                # Fell behind: report the gap rather than burst to catch up.
+                self.counters.lagged += due - self._max_burst
+                self._scheduled += due - self._max_burst
+                due = self._max_burst
+            for _ in range(max(0, due)):
+                self._scheduled += 1
+                self._emit_one(now)
+            self._expire(now)
+            self._purge(now)
+        except Exception:
+            log.exception("mock_bench_tick_failed")
+        self._ticks += 1
+        # Absolute deadlines: the schedule does not drift with callback latency.
+        self._handle = loop.call_at(self._t0 + self._ticks * self._tick_seconds, self._tick)
+
+    def _emit_one(self, now: float) -> None:
+        i = self._index
+        self._index += 1
+        market = self._markets[i % len(self._markets)]
+        requester = self._requesters[(i // len(self._markets)) % len(self._requesters)]
+        size = self.plan.sizes[self._rng.randrange(len(self.plan.sizes))]
+        body = {"market_ticker": market.ticker, "rest_remainder": False, "contracts": size}
+        try:
+            rfq = self.exchange.create_rfq(requester, body)
+        except MockApiError:
+            self.counters.create_errors += 1
+            return
+        self.counters.rfqs_created += 1
+        self.counters.offered_contracts += size
+        self._open[rfq.id] = _BenchRfq(requester, size)
+        self._expiries.append((now + self.plan.lifetime_seconds, rfq.id))
+
+    def _expire(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, rfq_id = self._expiries.popleft()
+            entry = self._open.get(rfq_id)
+            if entry is None:
+                continue
+            rfq = self.exchange.rfqs.get(rfq_id)
+            if rfq is not None and any(
+                q.status in ("accepted", "confirmed") for q in self.exchange.quotes_on(rfq)
+            ):
+                # A deal is in flight: it executes (closing the RFQ) or its window voids it.
+                self._expiries.append((now + self.plan.lifetime_seconds, rfq_id))
+                continue
+            self._delete(rfq_id, entry)
+
+    def _delete(self, rfq_id: str, entry: _BenchRfq) -> None:
+        rfq = self.exchange.rfqs.get(rfq_id)
+        if rfq is None or rfq.status != "open":
+            return
+        try:
+            self.exchange.delete_rfq(entry.requester, rfq_id)
+            self.counters.deleted += 1
+        except MockApiError:
+            pass  # locked by a confirmed deal: it closes when it executes
+
+    def _purge(self, now: float) -> None:
+        while self._forget and self._forget[0][0] <= now:
+            _, rfq_id = self._forget.popleft()
+            if not self.exchange.forget_rfq(rfq_id):
+                self._forget.append((now + _FORGET_AFTER_SECONDS, rfq_id))
+
+    # ------------------------------------------------------------------ requesters
+
+    def _on_event(self, event: ExchangeEvent) -> None:
+        # Synchronous, inside the exchange: only bookkeeping here; accepting is deferred.
+        try:
+            if event.type == "rfq_deleted":
+                if self._open.pop(event.rfq_id, None) is not None and self._loop is not None:
+                    self._forget.append((self._loop.time() + _FORGET_AFTER_SECONDS, event.rfq_id))
+                return
+            if event.type != "quote_created":
+                return
+            entry = self._open.get(event.rfq_id)
+            if entry is None or entry.quoted:
+                return
+            entry.quoted = True
+            self.counters.rfqs_quoted += 1
+            self.counters.quoted_contracts += entry.size
+            self._accept_credit += self.plan.accept_fraction
+            if self._accept_credit >= 1.0 and self._loop is not None:
+                self._accept_credit -= 1.0
+                msg = next(iter(event.messages.values()))
+                self._loop.call_soon(self._accept, entry, str(msg["quote_id"]))
+        except Exception:
+            log.exception("mock_bench_event_failed", event=event.type, rfq_id=event.rfq_id)
+
+    def _accept(self, entry: _BenchRfq, quote_id: str) -> None:
+        quote = self.exchange.quotes.get(quote_id)
+        if quote is None or quote.status != "open":
+            self.counters.accept_errors += 1
+            return
+        # Alternate sides so the maker's positions net off over a long run.
+        self._accepted_sides += 1
+        side = "yes" if self._accepted_sides % 2 else "no"
+        if (quote.yes_bid if side == "yes" else quote.no_bid) == 0:
+            side = "no" if side == "yes" else "yes"
+        try:
+            self.exchange.accept_quote(entry.requester, quote_id, {"accepted_side": side})
+            self.counters.acceptances += 1
+        except MockApiError:
+            self.counters.accept_errors += 1

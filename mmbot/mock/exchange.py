@@ -490,6 +490,11 @@ class Exchange:
         self.exchange_active = True
         self.trading_active = True
         self.listeners: list[Callable[[ExchangeEvent], None]] = []
+        # Indexes so that per-RFQ and per-user lookups stay O(1) however many RFQs the
+        # exchange has seen (the benchmark pushes millions through). Entries are filtered by
+        # status when read, so a stale entry is harmless.
+        self._open_rfqs: dict[str, dict[str, RfqRecord]] = {}
+        self._quotes_of: dict[str, list[QuoteRecord]] = {}
         # Ids come from their own generator so that a seed fixes them without coupling them
         # to the market or requester simulations.
         self._ids = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
@@ -534,7 +539,31 @@ class Exchange:
 
     def open_rfqs_of(self, user: User) -> list[RfqRecord]:
         """RFQs of ``user`` that are still open."""
-        return [r for r in self.rfqs.values() if r.creator is user and r.status == "open"]
+        mine = self._open_rfqs.get(user.user_id, {})
+        return [r for r in mine.values() if r.status == "open"]
+
+    def quotes_on(self, rfq: RfqRecord) -> list[QuoteRecord]:
+        """Every quote ever made on ``rfq``, oldest first."""
+        return self._quotes_of.get(rfq.id, [])
+
+    def forget_rfq(self, rfq_id: str) -> bool:
+        """Drop a closed RFQ and its quotes from memory; False while anything is pending.
+
+        Long benchmark runs call this so the exchange's memory stays flat. An RFQ that is
+        open, or has a quote with a timer still running, is kept.
+        """
+        rfq = self.rfqs.get(rfq_id)
+        if rfq is None:
+            return True
+        quotes = self._quotes_of.get(rfq_id, [])
+        if rfq.status == "open" or any(q.timer is not None for q in quotes):
+            return False
+        del self.rfqs[rfq_id]
+        self._quotes_of.pop(rfq_id, None)
+        self._open_rfqs.get(rfq.creator.user_id, {}).pop(rfq_id, None)
+        for quote in quotes:
+            self.quotes.pop(quote.id, None)
+        return True
 
     def create_rfq(self, user: User, body: Mapping[str, Any]) -> RfqRecord:
         """``POST /communications/rfqs``."""
@@ -580,6 +609,7 @@ class Exchange:
             subaccount=subaccount,
         )
         self.rfqs[rfq.id] = rfq
+        self._open_rfqs.setdefault(user.user_id, {})[rfq.id] = rfq
         self._emit(ExchangeEvent("rfq_created", rfq.id, {None: rfq.event_msg("rfq_created")}))
         return rfq
 
@@ -633,7 +663,7 @@ class Exchange:
 
     def _refuse_if_locked(self, rfq: RfqRecord) -> None:
         # Once a quote is confirmed neither party can withdraw: the trade will execute.
-        if any(q.rfq is rfq and q.status == "confirmed" for q in self.quotes.values()):
+        if any(q.status == "confirmed" for q in self.quotes_on(rfq)):
             raise _bad(
                 f"RFQ {rfq.id} has a confirmed quote awaiting execution; it cannot be withdrawn",
                 code="rfq_locked",
@@ -646,8 +676,9 @@ class Exchange:
         rfq.status = "closed"
         rfq.updated_ts = rfq.cancelled_ts = now
         rfq.cancellation_reason = reason
-        for quote in self.quotes.values():
-            if quote.rfq is rfq and quote is not executed and quote.status in ("open", "accepted"):
+        self._open_rfqs.get(rfq.creator.user_id, {}).pop(rfq.id, None)
+        for quote in self.quotes_on(rfq):
+            if quote is not executed and quote.status in ("open", "accepted"):
                 self._cancel_quote(quote, "RFQ closed")
         self._emit(ExchangeEvent("rfq_deleted", rfq.id, {None: rfq.event_msg("rfq_deleted")}))
 
@@ -702,8 +733,8 @@ class Exchange:
 
         previous = [
             q
-            for q in self.quotes.values()
-            if q.rfq is rfq and q.creator is user and q.status in ("open", "accepted", "confirmed")
+            for q in self.quotes_on(rfq)
+            if q.creator is user and q.status in ("open", "accepted", "confirmed")
         ]
         if any(q.status != "open" for q in previous):
             raise _bad("your quote on this RFQ was already accepted; it cannot be replaced")
@@ -727,6 +758,7 @@ class Exchange:
             subaccount=subaccount,
         )
         self.quotes[quote.id] = quote
+        self._quotes_of.setdefault(rfq.id, []).append(quote)
         self._emit_quote_event(quote, "quote_created")
         return quote
 
@@ -866,10 +898,7 @@ class Exchange:
             raise _bad(f"RFQ {quote.rfq.id} is closed", code="RFQ_CLOSED")
         if quote.status != "open":
             raise _bad(f"quote {quote_id} is {quote.status}, not open", code="quote_not_open")
-        if any(
-            q.rfq is quote.rfq and q.status in ("accepted", "confirmed")
-            for q in self.quotes.values()
-        ):
+        if any(q.status in ("accepted", "confirmed") for q in self.quotes_on(quote.rfq)):
             raise _bad("another quote on this RFQ is already accepted", code="quote_not_open")
         price = quote.yes_bid if side == "yes" else quote.no_bid
         if price == 0:

@@ -59,6 +59,24 @@ Control endpoints (unauthenticated, for tests and operators)
     ``GET /_mock/state``
         counts of users, RFQs, quotes and fills, server and driver counters, and the
         fault configuration.
+    ``GET /_mock/rate_limit``, ``POST /_mock/rate_limit``
+        the per-user write token bucket: ``{"write_tokens_per_second": R,
+        "write_bucket_capacity": C}`` (0 turns it off, the default) and the 429s it answered
+        per user. Costs are Kalshi's: creating or deleting a quote takes 2 tokens, every other
+        write 10; a write the bucket cannot pay for is answered 429.
+    ``POST /_mock/bench/start``, ``POST /_mock/bench/stop``, ``POST /_mock/bench/reset``,
+    ``GET /_mock/bench``
+        the benchmark: start a fixed-rate RFQ source (body: ``rate``, optional
+        ``accept_fraction``, ``lifetime_seconds``, ``seed``, ``keep_samples``), stop it
+        emitting (open RFQs still expire on schedule), clear the samples
+        and counters (after a warm-up), and fetch them. See :class:`BenchProbe`.
+
+Benchmark timing
+    While the probe is enabled the server stamps, with ``time.perf_counter_ns()`` on its
+    own clock: each ``rfq_created`` and ``quote_accepted`` frame as it is handed to a
+    maker's socket, and each create-quote and confirm request as it enters the server
+    (before authentication). The first successful quote per RFQ and the confirm of each
+    accepted quote are paired with their frame; the differences are the samples.
 """
 
 from __future__ import annotations
@@ -88,7 +106,7 @@ from mmbot.kalshi.auth import (
     signing_message,
     verify_signature,
 )
-from mmbot.mock.driver import SimulationDriver, rfq_body
+from mmbot.mock.driver import BenchPlan, BenchSource, SimulationDriver, rfq_body
 from mmbot.mock.exchange import (
     Exchange,
     ExchangeEvent,
@@ -152,6 +170,8 @@ _CLOSE_TIMEOUT_SECONDS: Final = 1.0
 _RATE_LIMITED_BODY: Final = b'{"error": "too many requests"}'
 _HEARTBEAT: Final = b"heartbeat"
 _MAX_WS_FRAME_BYTES: Final = 1 << 20
+# When a request entered the server (perf_counter_ns), for the benchmark probe.
+_RECEIVED_NS: Final = web.RequestKey("mmbot_received_ns", int)
 
 
 def shard_of(rfq_id: str, shard_factor: int) -> int:
@@ -183,6 +203,10 @@ class MockConfig:
     ws_queue_frames: int = 1000
     market_step_seconds: float = 1.0
     faults: FaultConfig = field(default_factory=FaultConfig)
+    #: Per-user write token bucket refill (tokens/s); 0 turns rate limiting off.
+    write_tokens_per_second: float = 0.0
+    #: Per-user write bucket size in tokens (defaults to one second of refill when 0).
+    write_bucket_capacity: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -195,7 +219,12 @@ class MockConfig:
             raise ValueError("ws_queue_frames must be at least 1")
         if not 0 <= self.hvm_fraction <= 1:
             raise ValueError("hvm_fraction must be within [0, 1]")
-        for name in ("rfq_rate", "market_step_seconds"):
+        for name in (
+            "rfq_rate",
+            "market_step_seconds",
+            "write_tokens_per_second",
+            "write_bucket_capacity",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")
@@ -210,6 +239,7 @@ class MockStats:
     """Server-side counters: what was served and which faults were injected."""
 
     requests: int = 0
+    rate_limited_429: int = 0
     auth_failures: int = 0
     internal_errors: int = 0
     injected_429: int = 0
@@ -301,6 +331,125 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+#: Tokens a quote create or delete costs, per Kalshi's endpoint documentation.
+QUOTE_WRITE_COST: Final = 2
+#: Tokens every other write costs.
+DEFAULT_WRITE_COST: Final = 10
+
+
+def write_cost(method: str, path: str) -> int:
+    """Tokens a write to ``path`` (under the REST prefix) costs."""
+    tail = path.removeprefix(REST_PREFIX)
+    if method == "POST" and tail == "/communications/quotes":
+        return QUOTE_WRITE_COST
+    if method == "DELETE" and "/quotes/" in tail:
+        return QUOTE_WRITE_COST
+    return DEFAULT_WRITE_COST
+
+
+class TokenBucket:
+    """A token bucket refilled continuously on the monotonic clock."""
+
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.stamp = time.monotonic()
+
+    def take(self, cost: float, now: float | None = None) -> bool:
+        """Spend ``cost`` tokens if the bucket holds them; False (nothing spent) otherwise."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+# Unmatched frame stamps kept at most; the oldest go first (RFQs nobody quoted).
+_MAX_PENDING_STAMPS: Final = 200_000
+
+
+class BenchProbe:
+    """Benchmark timestamps on the exchange's clock: O(1) work per event.
+
+    ``rfq_to_quote_ns`` holds, per RFQ, the time from its ``rfq_created`` frame being
+    handed to the maker's socket to the first create-quote request for it that the
+    exchange accepted entering the server; ``accept_to_confirm_ns`` the same from a
+    ``quote_accepted`` frame to its confirm request.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        #: When false, frames and requests are still paired (and counted) but no samples kept.
+        self.keep_samples = True
+        self._rfq_sent: dict[str, int] = {}
+        self._accept_sent: dict[str, int] = {}
+        self.rfq_to_quote_ns: list[int] = []
+        self.accept_to_confirm_ns: list[int] = []
+        self.rfq_frames = 0
+        self.accept_frames = 0
+        self.quotes_matched = 0
+        self.confirms_matched = 0
+
+    def reset(self) -> None:
+        """Forget every stamp and sample (the start of a measured window)."""
+        self._rfq_sent.clear()
+        self._accept_sent.clear()
+        self.rfq_to_quote_ns = []
+        self.accept_to_confirm_ns = []
+        self.rfq_frames = self.accept_frames = 0
+        self.quotes_matched = self.confirms_matched = 0
+
+    def frame_sent(self, kind: str, key: str) -> None:
+        """Stamp an event frame handed to a maker's socket (first stamp per key wins)."""
+        now = time.perf_counter_ns()
+        if kind == "rfq_created":
+            pending = self._rfq_sent
+            self.rfq_frames += 1
+        else:
+            pending = self._accept_sent
+            self.accept_frames += 1
+        if key in pending:
+            return
+        pending[key] = now
+        if len(pending) > _MAX_PENDING_STAMPS:
+            del pending[next(iter(pending))]
+
+    def quote_received(self, rfq_id: str, received_ns: int) -> None:
+        """Pair an accepted create-quote request with its RFQ's frame (first quote only)."""
+        sent = self._rfq_sent.pop(rfq_id, None)
+        if sent is None:
+            return
+        self.quotes_matched += 1
+        if self.keep_samples:
+            self.rfq_to_quote_ns.append(received_ns - sent)
+
+    def confirm_received(self, quote_id: str, received_ns: int) -> None:
+        """Pair an accepted confirm request with its ``quote_accepted`` frame."""
+        sent = self._accept_sent.pop(quote_id, None)
+        if sent is None:
+            return
+        self.confirms_matched += 1
+        if self.keep_samples:
+            self.accept_to_confirm_ns.append(received_ns - sent)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Samples and counters as JSON-ready data."""
+        return {
+            "enabled": self.enabled,
+            "rfq_frames": self.rfq_frames,
+            "accept_frames": self.accept_frames,
+            "quotes_matched": self.quotes_matched,
+            "confirms_matched": self.confirms_matched,
+            "rfq_to_quote_ns": self.rfq_to_quote_ns,
+            "accept_to_confirm_ns": self.accept_to_confirm_ns,
+        }
+
+
 class _Timer:
     """A cancellable exchange timer that forgets itself once it has run or been cancelled."""
 
@@ -390,9 +539,20 @@ class _Close:
     message: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Timed:
+    """Queue item: a text frame the benchmark probe stamps as it is handed to the socket."""
+
+    text: str
+    kind: str
+    key: str
+
+
 _PING: Final = _Ping()
 # What a connection's writer sends: a text frame, a ping, or the closing handshake.
-_Item = str | _Ping | _Close
+_Item = str | _Timed | _Ping | _Close
+# Events whose frames the benchmark probe stamps, and the message field that keys them.
+_TIMED_EVENTS: Final = {"rfq_created": "id", "quote_accepted": "quote_id"}
 
 
 def _opt_int(params: Mapping[str, Any], name: str) -> int | None:
@@ -421,7 +581,7 @@ class _Connection:
         self.subscriptions: dict[int, _Subscription] = {}
         self._sids = itertools.count(1)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(server.config.ws_queue_frames)
-        self._held: list[str] | None = None
+        self._held: list[_Item] | None = None
         self._held_timer: asyncio.TimerHandle | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         # Set once the connection is being closed: nothing more is queued.
@@ -474,6 +634,10 @@ class _Connection:
                         _CLOSE_TIMEOUT_SECONDS,
                     )
                     return
+                elif isinstance(item, _Timed):
+                    self.server.bench.frame_sent(item.kind, item.key)
+                    await self.ws.send_str(item.text)
+                    self.server.stats.frames_sent += 1
                 else:
                     await self.ws.send_str(item)
                     self.server.stats.frames_sent += 1
@@ -506,13 +670,17 @@ class _Connection:
         config = faults.config
         sub.sent += 1
         frame = orjson.dumps({"type": event.type, "sid": sub.sid, "msg": msg}).decode()
-        before: list[str] = []
+        before: list[_Item] = []
         if faults.draw(config.malformed_fraction):
             before.append(_malformed(frame, event.type, sub.sid, faults.choose(2)))
             stats.malformed_sent += 1
-        frames = [frame]
+        item: _Item = frame
+        key_field = _TIMED_EVENTS.get(event.type)
+        if key_field is not None and self.server.bench.enabled and not self.user.simulated:
+            item = _Timed(frame, event.type, str(msg.get(key_field, "")))
+        frames = [item]
         if faults.draw(config.duplicate_fraction):
-            frames.append(frame)
+            frames.append(item)
             stats.duplicates_sent += 1
         stats.events_sent += 1
         for item in before:
@@ -754,6 +922,13 @@ class MockExchange:
         )
         self._keys: dict[str, tuple[PublicKey, User]] = {}
         self._connections: set[_Connection] = set()
+        self.bench = BenchProbe()
+        self.bench_source: BenchSource | None = None
+        self._write_rate = self.config.write_tokens_per_second
+        self._write_capacity = self.config.write_bucket_capacity or self._write_rate
+        self._buckets: dict[str, TokenBucket] = {}
+        #: 429s the write bucket answered, per user (API key id, else user id).
+        self.rate_limited_by_user: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = False
@@ -792,6 +967,9 @@ class MockExchange:
         """Stop the simulation, close every WebSocket and the listening socket; idempotent."""
         runner, self._runner = self._runner, None
         self._closing = True
+        if self.bench_source is not None:
+            self.bench_source.stop()
+            self.bench_source = None
         await self.driver.stop()
         await self.drop_ws(code=1001, message=b"mock exchange shutting down")
         if runner is not None:
@@ -875,12 +1053,15 @@ class MockExchange:
             "refusing_handshakes_for_seconds": round(self.faults.refusal_remaining_seconds(), 3),
             "stats": self.stats.to_dict(),
             "driver": self.driver.stats.to_dict(),
+            "rate_limit": self.rate_limit_state(),
         }
 
     # ------------------------------------------------------------------ HTTP plumbing
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Endpoint) -> web.StreamResponse:
+        # First thing on entry, before authentication: the benchmark's "request received".
+        request[_RECEIVED_NS] = time.perf_counter_ns()
         is_rest = request.path.startswith(REST_PREFIX + "/") or request.path == REST_PREFIX
         try:
             if is_rest:
@@ -957,6 +1138,10 @@ class MockExchange:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             user = self._authenticate(request)
             if request.method in _WRITE_METHODS:
+                if self._write_rate > 0 and not self._take_write(user, request):
+                    return web.Response(
+                        status=429, body=_RATE_LIMITED_BODY, content_type="application/json"
+                    )
                 fault = self.faults.write_fault()
                 if fault == 429:
                     self.stats.injected_429 += 1
@@ -1010,6 +1195,12 @@ class MockExchange:
         router.add_route("POST", CONTROL_PREFIX + "/drop_ws", self._control_drop_ws)
         router.add_route("POST", CONTROL_PREFIX + "/rfqs", self._control_create_rfq)
         router.add_route("GET", CONTROL_PREFIX + "/state", self._control_state)
+        router.add_route("GET", CONTROL_PREFIX + "/rate_limit", self._control_get_rate_limit)
+        router.add_route("POST", CONTROL_PREFIX + "/rate_limit", self._control_set_rate_limit)
+        router.add_route("GET", CONTROL_PREFIX + "/bench", self._control_bench)
+        router.add_route("POST", CONTROL_PREFIX + "/bench/start", self._control_bench_start)
+        router.add_route("POST", CONTROL_PREFIX + "/bench/stop", self._control_bench_stop)
+        router.add_route("POST", CONTROL_PREFIX + "/bench/reset", self._control_bench_reset)
 
     # ------------------------------------------------------------------ communications
 
@@ -1040,6 +1231,8 @@ class MockExchange:
     async def _create_quote(self, request: web.Request, user: User) -> web.Response:
         body = await _body(request, required=True)
         quote = self._exchange.create_quote(user, body)
+        if self.bench.enabled:
+            self.bench.quote_received(quote.rfq.id, request[_RECEIVED_NS])
         return _json(201, {"id": quote.id})
 
     async def _get_quote(self, request: web.Request, user: User) -> web.Response:
@@ -1062,7 +1255,9 @@ class MockExchange:
         # The body is optional (an EmptyResponse object) but must be JSON when present.
         await _body(request, required=False)
         info = request.match_info
-        self._exchange.confirm_quote(user, info["quote_id"], info.get("rfq_id"))
+        quote = self._exchange.confirm_quote(user, info["quote_id"], info.get("rfq_id"))
+        if self.bench.enabled:
+            self.bench.confirm_received(quote.id, request[_RECEIVED_NS])
         return _no_content()
 
     # ------------------------------------------------------------------ markets
@@ -1166,6 +1361,126 @@ class MockExchange:
 
     async def _control_state(self, request: web.Request) -> web.Response:
         return _json(200, self.state())
+
+    def _take_write(self, user: User, request: web.Request) -> bool:
+        """Charge the user's write bucket; count and refuse when it cannot pay."""
+        bucket = self._buckets.get(user.user_id)
+        if bucket is None:
+            bucket = self._buckets[user.user_id] = TokenBucket(
+                self._write_rate, self._write_capacity
+            )
+        if bucket.take(write_cost(request.method, request.path)):
+            return True
+        self.stats.rate_limited_429 += 1
+        who = user.key_id or user.user_id
+        self.rate_limited_by_user[who] = self.rate_limited_by_user.get(who, 0) + 1
+        return False
+
+    def set_write_limit(self, tokens_per_second: float, capacity: float) -> None:
+        """Change the per-user write bucket (0 tokens/s turns it off); buckets start full."""
+        for name, value in (
+            ("write_tokens_per_second", tokens_per_second),
+            ("write_bucket_capacity", capacity),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0")
+        self._write_rate = tokens_per_second
+        self._write_capacity = capacity or tokens_per_second
+        self._buckets.clear()
+
+    def rate_limit_state(self) -> dict[str, Any]:
+        """The write bucket settings and the 429s answered per user."""
+        return {
+            "write_tokens_per_second": self._write_rate,
+            "write_bucket_capacity": self._write_capacity,
+            "quote_write_cost": QUOTE_WRITE_COST,
+            "default_write_cost": DEFAULT_WRITE_COST,
+            "rate_limited_429": self.stats.rate_limited_429,
+            "rate_limited_by_user": dict(self.rate_limited_by_user),
+        }
+
+    def bench_reset(self) -> None:
+        """Start a measured window: clear samples, source counters, 429 counts; refill buckets."""
+        self.bench.reset()
+        self.rate_limited_by_user.clear()
+        self.stats.rate_limited_429 = 0
+        self._buckets.clear()
+        if self.bench_source is not None:
+            self.bench_source.reset_counters()
+
+    def bench_state(self) -> dict[str, Any]:
+        """What ``GET /_mock/bench`` answers: samples, source counters and 429s."""
+        source = self.bench_source
+        return {
+            **self.bench.snapshot(),
+            "clock": "time.perf_counter_ns",
+            "source": None
+            if source is None
+            else {
+                "running": source.running,
+                "rate": source.plan.rate,
+                "accept_fraction": source.plan.accept_fraction,
+                "lifetime_seconds": source.plan.lifetime_seconds,
+                "requesters": source.requester_count,
+                "elapsed_seconds": round(source.elapsed_seconds(), 6),
+                **source.counters.to_dict(),
+            },
+            "rate_limit": self.rate_limit_state(),
+            "exchange": {"rfqs": len(self._exchange.rfqs), "quotes": len(self._exchange.quotes)},
+        }
+
+    async def _control_get_rate_limit(self, request: web.Request) -> web.Response:
+        return _json(200, self.rate_limit_state())
+
+    async def _control_set_rate_limit(self, request: web.Request) -> web.Response:
+        body = await _body(request, required=True)
+        rate = _seconds(body, "write_tokens_per_second", self._write_rate)
+        capacity = _seconds(body, "write_bucket_capacity", 0.0)
+        self.set_write_limit(rate, capacity)
+        return _json(200, self.rate_limit_state())
+
+    async def _control_bench(self, request: web.Request) -> web.Response:
+        return _json(200, self.bench_state())
+
+    async def _control_bench_start(self, request: web.Request) -> web.Response:
+        body = await _body(request, required=True)
+        keep = body.get("keep_samples", True)
+        if not isinstance(keep, bool):
+            raise _bad_request("keep_samples must be a boolean")
+        seed = body.get("seed", self.config.seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _bad_request("seed must be an integer")
+        try:
+            plan = BenchPlan(
+                rate=_seconds(body, "rate", 0.0),
+                accept_fraction=_seconds(body, "accept_fraction", 0.1),
+                lifetime_seconds=_seconds(body, "lifetime_seconds", 1.0),
+                seed=seed,
+            )
+            source = BenchSource(self._exchange, plan)
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
+        if self.bench_source is not None:
+            self.bench_source.stop()
+        self.bench_source = source
+        self.bench.enabled = True
+        self.bench.keep_samples = keep
+        self.bench_reset()
+        source.start()
+        log.info("mock_bench_started", rate=plan.rate, requesters=source.requester_count)
+        return _json(200, self.bench_state())
+
+    async def _control_bench_stop(self, request: web.Request) -> web.Response:
+        # Pausing rather than stopping: open RFQs expire on their schedule instead of all
+        # being deleted at once (a burst that would overflow the maker's frame queue).
+        if self.bench_source is not None:
+            self.bench_source.pause()
+        return _json(200, self.bench_state())
+
+    async def _control_bench_reset(self, request: web.Request) -> web.Response:
+        self.bench.enabled = True
+        self.bench_reset()
+        return _json(200, self.bench_state())
 
     async def _control_create_rfq(self, request: web.Request) -> web.Response:
         body = await _body(request, required=True)

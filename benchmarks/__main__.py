@@ -1,0 +1,10 @@
+"""``python -m benchmarks``: the same as ``mmbot bench``."""
+
+from __future__ import annotations
+
+import sys
+
+from mmbot.benchcli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
