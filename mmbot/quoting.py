@@ -222,6 +222,9 @@ class QuoteManager:
         self.counters = Counters()
         self.quoting = True
         self._by_rfq: dict[str, LiveQuote] = {}
+        # The same quotes by market: a market-data refresh looks at its market's quotes
+        # only, instead of scanning every live quote for each market refreshed.
+        self._by_market: dict[str, dict[str, LiveQuote]] = {}
         self._by_quote: dict[str, LiveQuote] = {}
         # RFQs that went away while their quote was being created, and RFQs already handled.
         self._deleted_rfqs: dict[str, None] = {}
@@ -285,6 +288,13 @@ class QuoteManager:
         )
         log.debug("rfq_skipped", reason=reason, detail=detail)
 
+    def _track_rfq(self, live: LiveQuote) -> bool:
+        """Track ``live`` as its RFQ's quote unless another is; True if it now is."""
+        if self._by_rfq.setdefault(live.rfq.id, live) is not live:
+            return False
+        self._by_market.setdefault(live.rfq.market_ticker, {})[live.rfq.id] = live
+        return True
+
     def _forget(self, live: LiveQuote) -> None:
         live.state = "done"
         if live.expiry is not None:
@@ -292,6 +302,11 @@ class QuoteManager:
             live.expiry = None
         if self._by_rfq.get(live.rfq.id) is live:
             del self._by_rfq[live.rfq.id]
+            same_market = self._by_market.get(live.rfq.market_ticker)
+            if same_market is not None:
+                same_market.pop(live.rfq.id, None)
+                if not same_market:
+                    del self._by_market[live.rfq.market_ticker]
             self._market_data.unwatch(live.rfq.market_ticker)
         if live.quote_id is not None and self._by_quote.get(live.quote_id) is live:
             del self._by_quote[live.quote_id]
@@ -344,7 +359,7 @@ class QuoteManager:
             ttl=ttl,
             received_at=received_at,
         )
-        self._by_rfq[rfq.id] = live
+        self._track_rfq(live)
         self._market_data.watch(rfq.market_ticker)
         if not await self._send(live):
             self._forget(live)
@@ -547,8 +562,8 @@ class QuoteManager:
     def on_market(self, market: Market) -> None:
         """A refreshed market: replace quotes whose reference moved past the threshold."""
         mid = reference_mid(market)
-        for live in list(self._by_rfq.values()):
-            if live.rfq.market_ticker != market.ticker or live.state != "open":
+        for live in list(self._by_market.get(market.ticker, {}).values()):
+            if live.state != "open":
                 continue
             moved = (
                 mid is None
@@ -840,7 +855,7 @@ class QuoteManager:
         self._by_quote[quote.id] = live
         # _forget unwatches only what _by_rfq holds: watching a quote tracked by id alone
         # kept its market refreshed forever.
-        if self._by_rfq.setdefault(rfq.id, live) is live:
+        if self._track_rfq(live):
             self._market_data.watch(rfq.market_ticker)
 
     def adopt_confirmed(self, quote: Quote, strategy: Strategy[Any] | None) -> bool:
@@ -870,7 +885,7 @@ class QuoteManager:
             self._risk.hold(quote.id, quote.market_ticker, fill)
             log.warning("confirmed_quote_over_limit", quote_id=quote.id, reason=decision.reason)
         self._by_quote[quote.id] = live
-        self._by_rfq.setdefault(rfq.id, live)
+        self._track_rfq(live)
         return True
 
     async def cancel_all(self, reason: str) -> int:

@@ -379,6 +379,10 @@ class CommunicationsStream:
             close_timeout=_CLOSE_TIMEOUT_SECONDS,
             max_size=_MAX_FRAME_BYTES,
             logger=_LIB_LOGGER,
+            # No permessage-deflate: frames are a few hundred bytes, and inflating each
+            # one (and the server deflating it) costs latency on every RFQ for bandwidth
+            # we do not need.
+            compression=None,
         )
 
     async def _connect(self) -> ClientConnection:
