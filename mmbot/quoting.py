@@ -74,6 +74,8 @@ log = structlog.get_logger("mmbot.quoting")
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+# The states of a quote that is (or is about to be) live on the exchange.
+_LIVE_STATES: frozenset[str] = frozenset({"creating", "open"})
 _CONFIRM_WINDOW = (30.0, 3.0)  # standard, High Volatility Market
 _EXECUTION_TIMER = (15.0, 1.0)
 # Confirm well inside the window: the requester's clock started before our event arrived.
@@ -225,6 +227,9 @@ class QuoteManager:
         # The same quotes by market: a market-data refresh looks at its market's quotes
         # only, instead of scanning every live quote for each market refreshed.
         self._by_market: dict[str, dict[str, LiveQuote]] = {}
+        # How many quotes in _by_rfq are creating or open; changed only by _track_rfq,
+        # _set_state and _forget.
+        self._open_count = 0
         self._by_quote: dict[str, LiveQuote] = {}
         # RFQs that went away while their quote was being created, and RFQs already handled.
         self._deleted_rfqs: dict[str, None] = {}
@@ -236,7 +241,9 @@ class QuoteManager:
     @property
     def open_quotes(self) -> int:
         """Quotes live on the exchange (sent and not yet accepted, deleted or expired)."""
-        return sum(1 for q in self._by_rfq.values() if q.state in ("creating", "open"))
+        # Kept as a count: every RFQ's risk check reads it, and counting the tracked
+        # quotes each time was a visible share of the time before each quote went out.
+        return self._open_count
 
     def live(self) -> list[LiveQuote]:
         """Every tracked quote."""
@@ -293,10 +300,17 @@ class QuoteManager:
         if self._by_rfq.setdefault(live.rfq.id, live) is not live:
             return False
         self._by_market.setdefault(live.rfq.market_ticker, {})[live.rfq.id] = live
+        self._open_count += live.state in _LIVE_STATES
         return True
 
+    def _set_state(self, live: LiveQuote, state: State) -> None:
+        """Move ``live`` to ``state``, keeping the open-quote count in step."""
+        if self._by_rfq.get(live.rfq.id) is live:
+            self._open_count += (state in _LIVE_STATES) - (live.state in _LIVE_STATES)
+        live.state = state
+
     def _forget(self, live: LiveQuote) -> None:
-        live.state = "done"
+        self._set_state(live, "done")
         if live.expiry is not None:
             live.expiry.cancel()
             live.expiry = None
@@ -465,7 +479,7 @@ class QuoteManager:
         if previous is not None:
             self._by_quote.pop(previous, None)
         live.quote_id = quote_id
-        live.state = "open"
+        self._set_state(live, "open")
         live.sent_at = self._clock()
         self._by_quote[quote_id] = live
         self._arm_expiry(live)
@@ -642,7 +656,7 @@ class QuoteManager:
         # must settle it from REST before reloading positions, like any confirmed quote.
         # (A separate "confirming" state was skipped there, so its execution event was
         # later committed on top of a reloaded position that already held the fill.)
-        live.state = "confirmed"
+        self._set_state(live, "confirmed")
         deadline = confirm_window_seconds(live.hvm) * _CONFIRM_SHARE
         try:
             await self._rest.confirm_quote(
@@ -719,7 +733,7 @@ class QuoteManager:
             detail=detail,
         )
         # Not confirming lets the acceptance lapse; deleting the quote ends it at once.
-        live.state = "open"
+        self._set_state(live, "open")
         await self._delete(live, "declined_accept")
 
     async def _decline_untracked(self, msg: QuoteAcceptedMsg) -> None:

@@ -2278,6 +2278,12 @@ class QuotingMachine(RuleBasedStateMachine):
             assert fraction(self.risk.position(ticker)) == expected, ticker
 
     @invariant()
+    def the_open_quote_count_is_what_a_recount_finds(self) -> None:
+        # The manager keeps it as a running count; any transition it missed shows here.
+        recount = sum(1 for q in self.qm._by_rfq.values() if q.state in ("creating", "open"))
+        assert self.qm.open_quotes == recount
+
+    @invariant()
     def every_reservation_is_tracked(self) -> None:
         tracked = self.qm.tracked_quote_ids()
         assert set(self.risk.reserved()) <= tracked
