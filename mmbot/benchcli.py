@@ -9,7 +9,6 @@ latency CDF plot. ``--quick`` runs short phases and no soak (under two minutes).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,16 +96,6 @@ def register(
     parser.set_defaults(func=_run)
 
 
-def _find_benchmarks() -> None:
-    """Make ``benchmarks`` importable from a source checkout when it is not installed."""
-    if importlib.util.find_spec("benchmarks") is not None:
-        return
-    # An editable install made before benchmarks/ existed maps only mmbot and strategies.
-    root = Path(__file__).resolve().parent.parent
-    if (root / "benchmarks" / "harness.py").is_file():
-        sys.path.insert(0, str(root))
-
-
 def _options(args: argparse.Namespace) -> object:
     from benchmarks.harness import BenchOptions
 
@@ -146,13 +135,12 @@ def _options(args: argparse.Namespace) -> object:
 def _run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     """Run the benchmark and print the table."""
     del settings  # the daemon under test gets its own configuration
-    _find_benchmarks()
     try:
         from benchmarks.harness import BenchOptions, run_bench
     except ImportError as exc:
         print(
-            f"error: the benchmarks package is not importable ({exc}); run from the "
-            "repository root or install mmbot with it",
+            f"error: the benchmarks package is not importable ({exc}); install mmbot "
+            "from a checkout (pip install -e .) to get it",
             file=sys.stderr,
         )
         return 1
