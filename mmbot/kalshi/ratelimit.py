@@ -165,7 +165,7 @@ class TokenBucket:
     def try_acquire(self, cost: float, priority: int = Priority.READ) -> bool:
         """Take ``cost`` tokens now if nobody is queued and they are available."""
         self._check_cost(cost)
-        if self._check_cost_with_reserve(cost, priority):
+        if cost + self._floor(priority) > self.capacity:
             raise ValueError(
                 f"{self.name}: cost {cost} plus the reserve {self.reserve} exceeds the "
                 f"capacity {self.capacity}; such a request could never be paid"
@@ -175,9 +175,6 @@ class TokenBucket:
             return False
         self._tokens -= cost
         return True
-
-    def _check_cost_with_reserve(self, cost: float, priority: int) -> bool:
-        return cost + self._floor(priority) > self.capacity
 
     async def acquire(
         self,
