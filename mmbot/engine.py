@@ -36,6 +36,7 @@ from mmbot.config import Settings
 from mmbot.journal import Journal
 from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import (
+    MarketPosition,
     Quote,
     QuoteAccepted,
     QuoteAcceptedMsg,
@@ -269,9 +270,7 @@ class Engine:
                     self.quotes.settle_from_rest(live, quote)
         listed: set[str] = set()
         async for position in self.rest.iter_positions():
-            self.risk.set_position(
-                position.ticker, position.position_fp, position.market_exposure_dollars or _ZERO
-            )
+            self.risk.set_position(position.ticker, position.position_fp, _plausible_cost(position))
             listed.add(position.ticker)
             counts["positions"] += 1
         # The exchange is the truth for markets it stops listing too (a settled market
@@ -457,6 +456,27 @@ class Engine:
         log.info(
             "daemon_stopped", deleted_quotes=deleted, seconds=round(time.monotonic() - started, 3)
         )
+
+
+def _plausible_cost(position: MarketPosition) -> Decimal:
+    """The position's cost as the exchange reports it, or its worst case if that is absurd.
+
+    A contract costs between $0 and $1, so a position's cost lies in [0, |contracts|]. A
+    figure outside that is corrupt; the risk limits then count the most it could be,
+    never less, and the operator is told.
+    """
+    cost = position.market_exposure_dollars or _ZERO
+    ceiling = abs(position.position_fp)
+    if _ZERO <= cost <= ceiling:
+        return cost
+    log.error(
+        "position_cost_implausible",
+        market=position.ticker,
+        contracts=str(position.position_fp),
+        reported=str(cost),
+        assumed=str(ceiling),
+    )
+    return ceiling
 
 
 def _accepted_msg(quote: Quote) -> QuoteAcceptedMsg:

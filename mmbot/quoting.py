@@ -126,6 +126,13 @@ def expected_value(live: LiveQuote) -> Decimal:
     return best
 
 
+def _sized(rfq: Rfq) -> bool:
+    """Whether the RFQ asks for a positive size, in contracts or as a dollar budget."""
+    if rfq.contracts_fp is not None:
+        return rfq.contracts_fp > 0
+    return rfq.target_cost_dollars is not None and rfq.target_cost_dollars > 0
+
+
 def _contracts_for(rfq: Rfq, price: Decimal) -> Decimal:
     """Contracts a full fill of one side would be: the RFQ size, or what its budget buys."""
     if rfq.contracts_fp is not None:
@@ -351,6 +358,8 @@ class QuoteManager:
             return self._skip(rfq, "stopping")
         if self._risk.kill_switch:
             return self._skip(rfq, "kill_switch")
+        if not _sized(rfq):
+            return self._skip(rfq, "invalid_size")
         strategy = self._router.route(rfq.market_ticker, rfq.event_ticker or "")
         if strategy is None:
             return self._skip(rfq, "unrouted_market")

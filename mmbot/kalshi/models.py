@@ -15,12 +15,19 @@ Unknown fields are ignored; an unknown WebSocket message type parses to an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 __all__ = [
     "Balance",
@@ -76,8 +83,24 @@ def parse_fixed_point(value: object) -> Decimal:
         raise ValueError(f"expected a fixed-point string, got {type(value).__name__}")
     if not result.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    # No real price, size or balance reaches 10^15; a larger figure is corrupt input, and
+    # letting it in would overflow the Decimal arithmetic of every risk check after it.
+    if result and result.adjusted() >= _MAX_DIGITS:
+        raise ValueError(f"beyond any real amount: {str(value)[:32]!r}")
     return result
 
+
+_MAX_DIGITS = 15
+
+
+def _utc(value: datetime) -> datetime:
+    # Kalshi stamps times in UTC ("...Z"); one without a zone is read as UTC rather than
+    # left naive, where comparing it with an aware time would raise.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+#: A timestamp, always timezone-aware.
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 #: Money in dollars, from a ``*_dollars`` fixed-point string.
 Dollars = Annotated[Decimal, PlainValidator(parse_fixed_point)]
@@ -145,10 +168,10 @@ class Rfq(KalshiModel):
     contracts_fp: Count | None = None
     target_cost_dollars: Dollars | None = None
     status: str | None = None
-    created_ts: datetime | None = None
-    updated_ts: datetime | None = None
-    cancelled_ts: datetime | None = None
-    deleted_ts: datetime | None = None
+    created_ts: UtcDatetime | None = None
+    updated_ts: UtcDatetime | None = None
+    cancelled_ts: UtcDatetime | None = None
+    deleted_ts: UtcDatetime | None = None
     rest_remainder: bool | None = None
     mve_collection_ticker: str | None = None
     mve_selected_legs: tuple[MveLeg, ...] = ()
@@ -191,13 +214,13 @@ class Quote(KalshiModel):
     # A status string rather than an enum: a status added by the exchange must not make
     # every quote unreadable.
     status: str
-    created_ts: datetime | None = None
-    updated_ts: datetime | None = None
+    created_ts: UtcDatetime | None = None
+    updated_ts: UtcDatetime | None = None
     accepted_side: Side | None = None
-    accepted_ts: datetime | None = None
-    confirmed_ts: datetime | None = None
-    executed_ts: datetime | None = None
-    cancelled_ts: datetime | None = None
+    accepted_ts: UtcDatetime | None = None
+    confirmed_ts: UtcDatetime | None = None
+    executed_ts: UtcDatetime | None = None
+    cancelled_ts: UtcDatetime | None = None
     rest_remainder: bool | None = None
     post_only: bool | None = None
     cancellation_reason: str | None = None
@@ -241,7 +264,7 @@ class _QuoteEventMsg(KalshiModel):
 class QuoteCreatedMsg(_QuoteEventMsg):
     """Payload of ``quote_created``."""
 
-    created_ts: datetime | None = None
+    created_ts: UtcDatetime | None = None
 
 
 class QuoteAcceptedMsg(_QuoteEventMsg):
@@ -261,7 +284,7 @@ class QuoteExecutedMsg(KalshiModel):
     order_id: str
     client_order_id: str | None = None
     market_ticker: str
-    executed_ts: datetime | None = None
+    executed_ts: UtcDatetime | None = None
     subaccount: int | None = None
 
 
@@ -297,6 +320,10 @@ def maker_fill_for_accept(msg: QuoteAcceptedMsg) -> MakerFill:
     contracts = msg.contracts_accepted_fp if msg.contracts_accepted_fp is not None else offered
     if contracts is None:
         raise ValueError(f"quote {msg.quote_id}: acceptance without a contract count")
+    if not 0 < price <= 1:
+        raise ValueError(f"quote {msg.quote_id}: accepted price {price} is outside (0, 1]")
+    if contracts <= 0:
+        raise ValueError(f"quote {msg.quote_id}: accepted size {contracts} is not positive")
     return MakerFill(side=msg.accepted_side, price=price, contracts=contracts)
 
 
@@ -332,11 +359,11 @@ class Market(KalshiModel):
     yes_sub_title: str | None = None
     no_sub_title: str | None = None
     status: str | None = None
-    open_time: datetime | None = None
-    close_time: datetime | None = None
-    updated_time: datetime | None = None
-    expected_expiration_time: datetime | None = None
-    latest_expiration_time: datetime | None = None
+    open_time: UtcDatetime | None = None
+    close_time: UtcDatetime | None = None
+    updated_time: UtcDatetime | None = None
+    expected_expiration_time: UtcDatetime | None = None
+    latest_expiration_time: UtcDatetime | None = None
     yes_bid_dollars: Dollars | None = None
     yes_ask_dollars: Dollars | None = None
     no_bid_dollars: Dollars | None = None
@@ -425,7 +452,7 @@ class MarketPosition(KalshiModel):
     realized_pnl_dollars: Dollars | None = None
     fees_paid_dollars: Dollars | None = None
     total_traded_dollars: Dollars | None = None
-    last_updated_ts: datetime | None = None
+    last_updated_ts: UtcDatetime | None = None
     exchange_index: int | None = None
 
 
@@ -470,7 +497,7 @@ class Fill(KalshiModel):
     no_price_dollars: Dollars
     is_taker: bool | None = None
     fee_cost: Dollars | None = None
-    created_time: datetime | None = None
+    created_time: UtcDatetime | None = None
     ts: int | None = None
     exchange_index: int | None = None
     subaccount_number: int | None = None
@@ -499,7 +526,7 @@ class ExchangeStatus(KalshiModel):
 
     exchange_active: bool
     trading_active: bool
-    exchange_estimated_resume_time: datetime | None = None
+    exchange_estimated_resume_time: UtcDatetime | None = None
 
 
 # --------------------------------------------------------------------------- WebSocket messages

@@ -369,6 +369,15 @@ class KalshiRestClient:
                 f"unexpected {what} in response: {exc.error_count()} problem(s)"
             ) from exc
 
+    @staticmethod
+    def _field(data: Any, key: str) -> Any:
+        """``data[key]`` of a JSON object body; a body that is not an object is an error."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise KalshiError(f"unexpected response: a {type(data).__name__}, not an object")
+        return data.get(key)
+
     def _models(self, model: type[M], data: Any, key: str) -> list[M]:
         rows = data.get(key) if isinstance(data, dict) else None
         if rows is None:
@@ -449,7 +458,7 @@ class KalshiRestClient:
     async def get_rfq(self, rfq_id: str) -> Rfq:
         """Return one RFQ (``GET /communications/rfqs/{rfq_id}``)."""
         data = await self._get(f"/communications/rfqs/{rfq_id}", endpoint="get_rfq")
-        return self._model(Rfq, (data or {}).get("rfq"), "rfq")
+        return self._model(Rfq, self._field(data, "rfq"), "rfq")
 
     async def create_rfq(
         self,
@@ -551,7 +560,7 @@ class KalshiRestClient:
         data = await self._get(
             self._quote_path(quote_id, rfq_id), endpoint="get_quote", cost=QUOTE_COST
         )
-        return self._model(Quote, (data or {}).get("quote"), "quote")
+        return self._model(Quote, self._field(data, "quote"), "quote")
 
     async def create_quote(
         self,
@@ -663,7 +672,7 @@ class KalshiRestClient:
     async def get_market(self, ticker: str) -> Market:
         """Return one market, with its price grid (``GET /markets/{ticker}``)."""
         data = await self._get(f"/markets/{ticker}", endpoint="get_market")
-        return self._model(Market, (data or {}).get("market"), "market")
+        return self._model(Market, self._field(data, "market"), "market")
 
     async def list_markets(
         self,
