@@ -270,14 +270,14 @@ class Engine:
                     self.quotes.settle_from_rest(live, quote)
         listed: set[str] = set()
         async for position in self.rest.iter_positions():
-            self.risk.set_position(position.ticker, position.position_fp, _plausible_cost(position))
+            self._load_position(position.ticker, position.position_fp, _plausible_cost(position))
             listed.add(position.ticker)
             counts["positions"] += 1
         # The exchange is the truth for markets it stops listing too (a settled market
         # drops out of the default, unsettled-only listing): set_position only touches the
         # markets named, so a position kept here would count against limits forever.
         for market in set(self.risk.positions()) - listed:
-            self.risk.set_position(market, _ZERO, _ZERO)
+            self._load_position(market, _ZERO, _ZERO)
 
         open_quotes = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
         for quote in open_quotes:
@@ -316,6 +316,24 @@ class Engine:
                 counts["rfqs"] += 1
                 self.quotes.spawn(self.quotes.on_rfq(rfq), "rfq-catch-up")
         return counts
+
+    def _load_position(self, market: str, contracts: Decimal, cost: Decimal) -> None:
+        """Take the exchange's position for ``market``; journal it when it is news to us.
+
+        A fill that executed while we were down (or while events were lost) reaches the
+        book here and nowhere else, so without this row the journal's positions would lag
+        the exchange's until the market's next execution.
+        """
+        before = self.risk.position(market)
+        self.risk.set_position(market, contracts, cost)
+        if contracts != before:
+            self.journal.record_position_changed(
+                market=market,
+                contracts=contracts,
+                realized_pnl_change=_ZERO,
+                reason="reconciled",
+                detail={"before": before},
+            )
 
     async def _delete_untracked(self, quote: Quote, reason: str) -> bool:
         """Delete an open quote of ours that the quote manager does not follow; journal it."""
