@@ -343,7 +343,7 @@ def _cpus(options: BenchOptions) -> tuple[int | None, int | None]:
 
 def _start_exchange(
     options: BenchOptions, work: Path, log_dir: Path, keys: dict[str, Path]
-) -> tuple[_Proc, str, str, str]:
+) -> tuple[_Proc, str, str, str, str]:
     argv = [
         sys.executable,
         "-m",
@@ -371,11 +371,11 @@ def _start_exchange(
     lines = dict(
         line.split(None, 1)
         for line in proc.stdout().splitlines()
-        if line.startswith(("REST ", "WS "))
+        if line.startswith(("REST ", "WS ", "TOKEN "))
     )
     rest_url, ws_url = lines["REST"].strip(), lines["WS"].strip()
     control = rest_url.split("/trade-api", 1)[0] + "/_mock"
-    return proc, rest_url, ws_url, control
+    return proc, rest_url, ws_url, control, lines["TOKEN"].strip()
 
 
 def _daemon_config(ctx: _Context, spec: PhaseSpec, metrics_port: int, tag: str) -> Path:
@@ -699,11 +699,13 @@ def run_bench(options: BenchOptions, out: TextIO = sys.stdout) -> dict[str, Any]
         keys = {DAEMON_KEY: work / "daemon.pem", BASELINE_KEY: work / "baseline.pem"}
         for path in keys.values():
             _write_key(path)
-        exchange, rest_url, ws_url, control = _start_exchange(options, work, log_dir, keys)
+        exchange, rest_url, ws_url, control, token = _start_exchange(options, work, log_dir, keys)
         phases: dict[str, Any] = {}
         soak: dict[str, Any] | None = None
         try:
-            with httpx.Client(timeout=30.0) as client:
+            # The mock's control endpoints want its token (printed in its banner).
+            auth = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(timeout=30.0, headers=auth) as client:
                 ctx = _Context(
                     options, work, log_dir, control, rest_url, ws_url, keys, client, sys.stderr
                 )

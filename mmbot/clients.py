@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 from mmbot.config import ConfigError, ConfigProblem, KalshiSettings
 from mmbot.kalshi.auth import KeyLoadError, Signer
 from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
+from mmbot.logs import get_logger
 
-__all__ = ["build_communications_stream", "build_rest_client", "build_signer"]
+__all__ = [
+    "build_communications_stream",
+    "build_rest_client",
+    "build_signer",
+    "warn_if_key_file_is_exposed",
+]
+
+_log = get_logger("mmbot.clients")
+
+# Permission bits that let anyone but the owner read (or replace) the key file.
+_EXPOSING_BITS = stat.S_IRWXG | stat.S_IRWXO
+
+
+def warn_if_key_file_is_exposed(path: Path) -> bool:
+    """Log a ``private_key_permissions`` warning if group or others may access ``path``.
+
+    Returns whether it warned. Only the path and its mode are logged, never the contents.
+    """
+    if os.name != "posix":
+        return False  # POSIX modes say nothing about who may read a file elsewhere
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return False  # reading it is what reports a missing or unreadable file
+    if not mode & _EXPOSING_BITS:
+        return False
+    _log.warning(
+        "private_key_permissions",
+        path=str(path),
+        mode=f"{mode:04o}",
+        problem="the private key file is accessible to group or others",
+        fix=f"chmod 600 {path}",
+    )
+    return True
 
 
 def build_signer(settings: KalshiSettings) -> Signer:
@@ -32,6 +70,8 @@ def build_signer(settings: KalshiSettings) -> Signer:
             )
     if problems or settings.key_id is None or pem is None:
         raise ConfigError(problems)
+    if settings.private_key is None and settings.private_key_path is not None:
+        warn_if_key_file_is_exposed(settings.private_key_path)
     try:
         return Signer.from_pem(settings.key_id.get_secret_value(), pem)
     except KeyLoadError as exc:

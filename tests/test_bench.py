@@ -121,7 +121,7 @@ async def test_bench_source_timing_and_rate_limit_over_sockets() -> None:
     signer = Signer("maker", key)
     async with MockExchange(MockConfig(markets=10, hvm_fraction=0, time_scale=0.1)) as mock:
         mock.register_key("maker", key.public_key())
-        async with httpx.AsyncClient(timeout=5) as control:
+        async with httpx.AsyncClient(timeout=5, headers=mock.control_headers) as control:
             base = mock.base_url + "/_mock"
             # 4 tokens/s, bucket of 4: two quotes at once, then one every half second.
             r = await control.post(

@@ -212,7 +212,9 @@ async def venue(
 
 
 async def set_faults(http: httpx.AsyncClient, venue: Venue, **knobs: float) -> None:
-    response = await http.post(venue.control("faults"), json=knobs)
+    response = await http.post(
+        venue.control("faults"), json=knobs, headers=venue.mock.control_headers
+    )
     assert response.status_code == 200, response.text
 
 
@@ -228,7 +230,7 @@ async def simulated_rfq(http: httpx.AsyncClient, venue: Venue, market: SimMarket
         "reservation": "0.01",
         "lifetime_seconds": 10_000,
     }
-    response = await http.post(venue.control("rfqs"), json=body)
+    response = await http.post(venue.control("rfqs"), json=body, headers=venue.mock.control_headers)
     assert response.status_code == 201, response.text
     rfq_id: str = response.json()["id"]
     return rfq_id
@@ -990,13 +992,21 @@ async def test_after_a_ws_drop_the_daemon_reconnects_reconciles_and_quotes_again
     async with daemons.running() as daemon, httpx.AsyncClient() as http:
         assert daemon.rows("reconciled", reason="reconnect") == []
         # Keep it out for a while, so an RFQ is created (and its event lost) meanwhile.
-        response = await http.post(venue.control("faults"), json={"refuse_handshakes_seconds": 30})
+        response = await http.post(
+            venue.control("faults"),
+            json={"refuse_handshakes_seconds": 30},
+            headers=venue.mock.control_headers,
+        )
         assert response.status_code == 200
-        response = await http.post(venue.control("drop_ws"))
+        response = await http.post(venue.control("drop_ws"), headers=venue.mock.control_headers)
         assert response.json() == {"dropped": 1}
         await eventually(lambda: not daemon.engine.stream.stats.connected, "the drop")
         missed = await venue.requester.create_rfq(during.ticker, contracts=TEN)
-        response = await http.post(venue.control("faults"), json={"refuse_handshakes_seconds": 0})
+        response = await http.post(
+            venue.control("faults"),
+            json={"refuse_handshakes_seconds": 0},
+            headers=venue.mock.control_headers,
+        )
         assert response.status_code == 200
 
         reconciled = await daemon.row("reconciled", reason="reconnect")
@@ -1016,7 +1026,7 @@ async def test_a_quote_created_during_a_reconnect_reconciliation_is_kept(
     async with daemons.running() as daemon, httpx.AsyncClient() as http:
         stream = daemon.engine.stream
         await set_faults(http, venue, refuse_handshakes_seconds=30)
-        await http.post(venue.control("drop_ws"))
+        await http.post(venue.control("drop_ws"), headers=venue.mock.control_headers)
         await eventually(lambda: not stream.stats.connected, "the drop")
         # Every REST answer takes 0.4 s from now: the reconciliation's listings and a quote
         # created meanwhile overlap.
@@ -1063,11 +1073,19 @@ async def test_an_execution_missed_while_disconnected_is_counted_once(
         await venue.requester.accept_quote(quote.id, "yes", rfq_id=rfq_id)
         await eventually(lambda: quote.status == "confirmed", "the confirmation")
         # Out before the execution timer (1.5 s here) ends, and kept out until it has.
-        await http.post(venue.control("faults"), json={"refuse_handshakes_seconds": 30})
-        await http.post(venue.control("drop_ws"))
+        await http.post(
+            venue.control("faults"),
+            json={"refuse_handshakes_seconds": 30},
+            headers=venue.mock.control_headers,
+        )
+        await http.post(venue.control("drop_ws"), headers=venue.mock.control_headers)
         await eventually(lambda: quote.status == "executed", "the execution")
         assert daemon.rows("execution") == []  # its event went to a closed socket
-        await http.post(venue.control("faults"), json={"refuse_handshakes_seconds": 0})
+        await http.post(
+            venue.control("faults"),
+            json={"refuse_handshakes_seconds": 0},
+            headers=venue.mock.control_headers,
+        )
 
         await daemon.row("reconciled", reason="reconnect")
         await daemon.row("execution", quote_id=quote.id)
@@ -1092,7 +1110,7 @@ async def test_a_position_the_exchange_no_longer_lists_is_dropped_at_reconciliat
         # The market settles: Kalshi lists unsettled positions by default, so it vanishes
         # from GET /portfolio/positions (emulated by removing the mock's record).
         del venue.mock.exchange.positions[(venue.maker.user_id, market.ticker)]
-        await http.post(venue.control("drop_ws"))
+        await http.post(venue.control("drop_ws"), headers=venue.mock.control_headers)
         reconciled = await daemon.row("reconciled", reason="reconnect")
         assert reconcile_counts(reconciled)["positions"] == 0
         assert daemon.engine.risk.position(market.ticker) == 0

@@ -109,13 +109,19 @@ class DryRun:
 
     async def control(self, name: str, body: Mapping[str, Any] | None = None) -> Any:
         """POST to one of the mock's /_mock/ control endpoints."""
-        response = await self.http.post(f"{self.mock.base_url}/_mock/{name}", json=body or {})
+        response = await self.http.post(
+            f"{self.mock.base_url}/_mock/{name}",
+            json=body or {},
+            headers=self.mock.control_headers,
+        )
         assert response.status_code in (200, 201), response.text
         return response.json()
 
     async def mock_state(self) -> dict[str, Any]:
         """GET /_mock/state."""
-        response = await self.http.get(f"{self.mock.base_url}/_mock/state")
+        response = await self.http.get(
+            f"{self.mock.base_url}/_mock/state", headers=self.mock.control_headers
+        )
         return dict(response.json())
 
     def summary(self) -> Summary:

@@ -332,14 +332,14 @@ async def test_every_endpoint_matches_the_document(
     assert (await c(maker, "GET", "/portfolio/fills", params={"limit": "5000"}))[0] == 400
 
     # Faults: writes answered with 500 (documented) and 429 (not documented per operation).
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=contract.mock.control_headers) as http:
         await http.post(
             contract.mock.rest_url.replace(PREFIX, "") + "/_mock/faults",
             json={"write_5xx_fraction": 1.0},
         )
     assert (await c(maker, "POST", "/communications/rfqs", body=rfq_body))[0] == 500
     assert (await c(requester, "POST", "/communications/quotes", body=q_body))[0] == 500
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=contract.mock.control_headers) as http:
         await http.post(
             contract.mock.rest_url.replace(PREFIX, "") + "/_mock/faults",
             json={"write_5xx_fraction": 0.0, "write_429_fraction": 1.0},

@@ -46,7 +46,7 @@ async def running(faults: FaultConfig, key: TestKey) -> AsyncIterator[tuple[Mock
 
 
 async def set_faults(mock: MockExchange, **changes: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=mock.control_headers) as http:
         response = await http.post(f"{mock.base_url}/_mock/faults", json=changes)
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()
@@ -245,7 +245,7 @@ async def test_drop_ws_makes_the_client_reconnect(rsa_key: TestKey) -> None:
         running(FaultConfig(), rsa_key) as (mock, user),
         consuming_mock(mock, rsa_key.signer()) as consumer,
     ):
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(headers=mock.control_headers) as http:
             response = await http.post(f"{mock.base_url}/_mock/drop_ws")
         assert response.json() == {"dropped": 1}
         marker = await consumer.next()

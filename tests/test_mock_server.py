@@ -282,7 +282,7 @@ async def test_an_unexpected_exception_is_a_logged_500(
 
 
 async def test_control_endpoints(mock: MockExchange) -> None:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=mock.control_headers) as http:
         faults = (await http.get(control_url(mock, "faults"))).json()
         assert faults["write_429_fraction"] == 0
         assert set(faults) >= {"latency_ms", "reorder_fraction", "refuse_handshakes_seconds"}
@@ -406,7 +406,7 @@ async def test_a_simulated_requester_accepts_a_makers_quote(
     market = standard_market(mock)
     maker_signer = ed25519_key.signer(MAKER_KEY_ID)
     async with rest(mock, maker_signer) as maker, consuming_mock(mock, maker_signer) as maker_ws:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(headers=mock.control_headers) as http:
             response = await http.post(
                 control_url(mock, "rfqs"),
                 json={

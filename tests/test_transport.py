@@ -86,7 +86,9 @@ async def test_error_statuses_keep_their_bodies(mock: MockExchange, rsa_key: Tes
             assert unsigned.status_code == 401
             assert "missing" in unsigned.text
             faults = await http.post(
-                mock.base_url + "/_mock/faults", json={"write_5xx_fraction": 1.0}
+                mock.base_url + "/_mock/faults",
+                json={"write_5xx_fraction": 1.0},
+                headers=mock.control_headers,
             )
             assert faults.status_code == 200
         with pytest.raises(ServerError):

@@ -5,6 +5,11 @@ that may sign requests is given with ``--public-key KEY_ID=PATH``; without one, 
 throwaway Ed25519 key is generated into a private temporary directory (removed on exit)
 and the environment lines that point mmbot at the mock with it are printed. That key is
 only good for this mock exchange: Kalshi has never heard of it.
+
+The ``/_mock/`` control endpoints require ``Authorization: Bearer TOKEN``. The token is
+``--control-token``, else the ``MOCK_CONTROL_TOKEN`` environment variable, else a random
+one; it is printed with the URLs. The server listens on 127.0.0.1 unless ``--host`` says
+otherwise.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+#: Environment variable that sets the control token when ``--control-token`` is not given.
+#: Not ``MMBOT_``-prefixed: that prefix is reserved for settings.
+CONTROL_TOKEN_ENV = "MOCK_CONTROL_TOKEN"  # noqa: S105 - a variable name, not a token
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
 T = TypeVar("T")
 
 
@@ -68,7 +78,12 @@ def register(
     # Values are taken as text and checked in the handler, so that a bad one gives a
     # single line naming the flag instead of argparse's usage dump.
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, loopback only; anything else "
+        "exposes the control endpoints to the network, guarded only by the control token)",
+    )
     add("--port", default="0", metavar="N", help="port to listen on; 0 picks a free one")
     add(
         "--public-key",
@@ -77,6 +92,13 @@ def register(
         metavar="KEY_ID=PATH",
         help="accept requests signed by KEY_ID; PATH is a PEM public key, or a private key "
         "whose public half is used (repeatable). Without it a throwaway key is generated",
+    )
+    add(
+        "--control-token",
+        default=None,
+        metavar="TOKEN",
+        help="bearer token the /_mock/ control endpoints require (default: "
+        f"${CONTROL_TOKEN_ENV}, else a random token; printed at start-up)",
     )
     add(
         "--rfq-rate",
@@ -216,6 +238,14 @@ def _config(args: argparse.Namespace) -> MockConfig:
     host = str(args.host).strip()
     if not host:
         raise _UsageError("--host: expected an address to listen on")
+    flag = "--control-token"
+    token = args.control_token
+    if token is None:
+        flag, token = CONTROL_TOKEN_ENV, os.environ.get(CONTROL_TOKEN_ENV) or None
+    if token is not None:
+        token = token.strip()
+        if len(token) < 8 or not all("!" <= c <= "~" for c in token):
+            raise _UsageError(f"{flag}: expected at least 8 printable ASCII characters")
     return MockConfig(
         host=host,
         port=_int("--port", args.port, low=0, high=65535),
@@ -229,6 +259,7 @@ def _config(args: argparse.Namespace) -> MockConfig:
             "--write-tokens-per-second", args.write_tokens_per_second, low=0
         ),
         write_bucket_capacity=_float("--write-bucket-capacity", args.write_bucket_capacity, low=0),
+        control_token=token,
     )
 
 
@@ -347,10 +378,17 @@ def _banner(
     _say("mmbot mock exchange: simulated, nothing here reaches Kalshi")
     _say(f"REST  {mock.rest_url}")
     _say(f"WS    {mock.ws_url}")
+    _say(f"TOKEN {mock.control_token}")
     _say(
         f"control endpoints under {mock.base_url}/_mock/ "
-        "(faults, drop_ws, rfqs, state, rate_limit, bench)"
+        "(faults, drop_ws, rfqs, state, rate_limit, bench) require the header "
+        "Authorization: Bearer TOKEN"
     )
+    if config.host not in _LOOPBACK_HOSTS:
+        _say(
+            f"warning: listening on {config.host}, not loopback: other hosts can reach the "
+            "mock and, with the token, its control endpoints"
+        )
     _say(
         f"seed {config.seed}, {config.markets} markets, {config.rfq_rate:g} RFQ/s, "
         f"time scale {config.time_scale:g}"

@@ -37,7 +37,14 @@ Sharding
     and F connections with keys 0..F-1 split the stream without overlap or gaps. A
     ``shard_factor`` without a ``shard_key`` receives every shard.
 
-Control endpoints (unauthenticated, for tests and operators)
+Control endpoints (for tests and operators)
+    Every path under ``/_mock/`` requires ``Authorization: Bearer <control token>``; a
+    request without it, or with a wrong token, answers 401 with an ErrorResponse. The token
+    is :attr:`MockConfig.control_token`, or a random one generated per instance when that is
+    unset; in-process callers read it from :attr:`MockExchange.control_token` (or send
+    :attr:`MockExchange.control_headers`), and ``mmbot mock-exchange`` prints it. The server
+    listens on 127.0.0.1 unless another ``host`` is given explicitly.
+
     ``GET /_mock/faults``
         the current :class:`~mmbot.mock.faults.FaultConfig` as JSON.
     ``POST /_mock/faults``
@@ -83,9 +90,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import itertools
 import math
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -207,8 +216,14 @@ class MockConfig:
     write_tokens_per_second: float = 0.0
     #: Per-user write bucket size in tokens (defaults to one second of refill when 0).
     write_bucket_capacity: float = 0.0
+    #: Bearer token the ``/_mock/`` control endpoints require; None: a random one per
+    #: :class:`MockExchange` (read it from :attr:`MockExchange.control_token`).
+    control_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        token = self.control_token
+        if token is not None and (len(token) < 8 or not all("!" <= c <= "~" for c in token)):
+            raise ValueError("control_token must be at least 8 printable ASCII characters")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, got {self.port}")
         if self.markets < 0:
@@ -325,6 +340,12 @@ def _seconds(body: Mapping[str, Any], name: str, default: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise _bad_request(f"{name} must be a finite number >= 0")
     return seconds
+
+
+def _is_control(path: str) -> bool:
+    # Also matches "/_mock" itself and any unrouted path below it: nothing under the prefix
+    # answers (not even 404) without the token.
+    return path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/")
 
 
 def _url_host(host: str) -> str:
@@ -929,6 +950,8 @@ class MockExchange:
         self._buckets: dict[str, TokenBucket] = {}
         #: 429s the write bucket answered, per user (API key id, else user id).
         self.rate_limited_by_user: dict[str, int] = {}
+        self._control_token = self.config.control_token or secrets.token_urlsafe(24)
+        self._control_secret = self._control_token.encode()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = False
@@ -1008,6 +1031,16 @@ class MockExchange:
         return f"http://{_url_host(self.config.host)}:{self.port}"
 
     @property
+    def control_token(self) -> str:
+        """The bearer token every ``/_mock/`` control endpoint requires."""
+        return self._control_token
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """Headers that authorize a request to the control endpoints."""
+        return {"Authorization": f"Bearer {self._control_token}"}
+
+    @property
     def ws_connection_count(self) -> int:
         """WebSocket connections currently open."""
         return len(self._connections)
@@ -1063,6 +1096,14 @@ class MockExchange:
         # First thing on entry, before authentication: the benchmark's "request received".
         request[_RECEIVED_NS] = time.perf_counter_ns()
         is_rest = request.path.startswith(REST_PREFIX + "/") or request.path == REST_PREFIX
+        if not is_rest and _is_control(request.path) and not self._control_authorized(request):
+            response = _error(
+                401,
+                "unauthorized",
+                "control endpoints require the header Authorization: Bearer <control token>",
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mock control"'
+            return response
         try:
             if is_rest:
                 self.stats.requests += 1
@@ -1090,6 +1131,13 @@ class MockExchange:
             self.stats.internal_errors += 1
             log.exception("mock_request_failed", method=request.method, path=request.path)
             return _error(500, "internal_error", f"internal error ({type(exc).__name__})")
+
+    def _control_authorized(self, request: web.Request) -> bool:
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        given = token.strip().encode("utf-8", "replace")
+        # compare_digest on every request, so the time taken says nothing about the token.
+        matches = hmac.compare_digest(given, self._control_secret)
+        return matches and scheme.lower() == "bearer"
 
     def _authenticate(self, request: web.Request) -> User:
         headers = request.headers
