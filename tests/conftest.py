@@ -77,6 +77,8 @@ def any_key(request: pytest.FixtureRequest) -> TestKey:
 def rsa_key_file(tmp_path: Path, rsa_key: TestKey) -> Path:
     path = tmp_path / "kalshi.key"
     path.write_bytes(rsa_key.pkcs8_pem)
+    # As an operator should keep it; a wider mode is tested where the warning is the point.
+    path.chmod(0o600)
     return path
 
 

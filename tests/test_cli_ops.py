@@ -183,6 +183,7 @@ async def test_auth_failure_is_one_line_and_exit_1(
 ) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_bytes(ed25519_key.pkcs8_pem)
+    wrong.chmod(0o600)
     monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(wrong))
     assert await run_cli("whoami") == 1
     err = capsys.readouterr().err
@@ -239,6 +240,7 @@ async def test_run_with_a_refused_key_is_one_line_and_exit_1(
 ) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_bytes(ed25519_key.pkcs8_pem)
+    wrong.chmod(0o600)
     monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(wrong))
     monkeypatch.setenv("MMBOT_JOURNAL__PATH", str(tmp_path / "journal.sqlite"))
     monkeypatch.setenv("MMBOT_METRICS__PORT", "0")

@@ -409,7 +409,7 @@ def test_example_dry_run_as_the_readme_shows_it(tmp_path: Path) -> None:
     # Shorter and busier than the README's minute, with the journal in tmp_path; a later
     # flag wins over an earlier one.
     journal = tmp_path / "journal.sqlite"
-    argv += ["--duration", "5", "--journal.path", str(journal), "--dry_run.rfq_rate", "10"]
+    argv += ["--duration", "8", "--journal.path", str(journal), "--dry_run.rfq_rate", "25"]
     argv += ["--metrics.enabled", "false", "--log.level", "WARNING"]
     env = _clean_env(**dict(word.split("=", 1) for word in env_words))
     env["PYTHONPATH"] = str(ROOT / env["PYTHONPATH"])
