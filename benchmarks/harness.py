@@ -485,12 +485,8 @@ class _Quoter:
             return {}
 
 
-def _run_phase(ctx: _Context, spec: PhaseSpec) -> dict[str, Any]:
-    options = ctx.options
-    ctx.say(
-        f"[bench] phase {spec.name}: {spec.quoter} at {spec.rate:g} RFQ/s, write budget "
-        f"{spec.write_tokens_per_second:g} tokens/s (capacity {spec.write_bucket_capacity:g})"
-    )
+def _set_budget(ctx: _Context, spec: PhaseSpec) -> None:
+    """Give the exchange's per-user write bucket the phase's budget."""
     ctx.post(
         "/rate_limit",
         {
@@ -498,18 +494,34 @@ def _run_phase(ctx: _Context, spec: PhaseSpec) -> dict[str, Any]:
             "write_bucket_capacity": spec.write_bucket_capacity,
         },
     )
+
+
+def _start_flow(ctx: _Context, spec: PhaseSpec, *, keep_samples: bool) -> None:
+    """Start the exchange's RFQ source at the phase's rate."""
+    options = ctx.options
+    ctx.post(
+        "/bench/start",
+        {
+            "rate": spec.rate,
+            "accept_fraction": options.accept_fraction,
+            "lifetime_seconds": options.rfq_lifetime_seconds,
+            "seed": options.seed,
+            "keep_samples": keep_samples,
+        },
+    )
+
+
+def _run_phase(ctx: _Context, spec: PhaseSpec) -> dict[str, Any]:
+    options = ctx.options
+    ctx.say(
+        f"[bench] phase {spec.name}: {spec.quoter} at {spec.rate:g} RFQ/s, write budget "
+        f"{spec.write_tokens_per_second:g} tokens/s (capacity {spec.write_bucket_capacity:g})"
+    )
+    _set_budget(ctx, spec)
     quoter = _Quoter(ctx, spec, spec.name)
     exit_code: int | None = None
     try:
-        ctx.post(
-            "/bench/start",
-            {
-                "rate": spec.rate,
-                "accept_fraction": options.accept_fraction,
-                "lifetime_seconds": options.rfq_lifetime_seconds,
-                "seed": options.seed,
-            },
-        )
+        _start_flow(ctx, spec, keep_samples=True)
         time.sleep(options.warmup_seconds)
         # The measured window starts here: samples, 429 counts and CPU time from now on.
         before = quoter.metrics()
@@ -625,29 +637,14 @@ def _run_soak(ctx: _Context) -> dict[str, Any]:
         f"[bench] soak: daemon at {spec.rate:g} RFQ/s offered until {options.soak_rfqs:,} "
         f"RFQs processed (at most {options.soak_max_seconds:g}s)"
     )
-    ctx.post(
-        "/rate_limit",
-        {
-            "write_tokens_per_second": spec.write_tokens_per_second,
-            "write_bucket_capacity": spec.write_bucket_capacity,
-        },
-    )
+    _set_budget(ctx, spec)
     quoter = _Quoter(ctx, spec, "soak")
     start = time.monotonic()
     rss_at: dict[str, float] = {}
     processed = 0.0
     exit_code: int | None = None
     try:
-        ctx.post(
-            "/bench/start",
-            {
-                "rate": spec.rate,
-                "accept_fraction": options.accept_fraction,
-                "lifetime_seconds": options.rfq_lifetime_seconds,
-                "seed": options.seed,
-                "keep_samples": False,
-            },
-        )
+        _start_flow(ctx, spec, keep_samples=False)
         while time.monotonic() - start < options.soak_max_seconds:
             time.sleep(1.0)
             processed = _metric_sum(quoter.metrics(), "mmbot_rfqs_received_total") or 0.0
