@@ -240,6 +240,8 @@ class QuoteManager:
         self._by_quote: dict[str, LiveQuote] = {}
         # RFQs that went away while their quote was being created, and RFQs already handled.
         self._deleted_rfqs: dict[str, None] = {}
+        # RFQs whose rfq_seen row is not written yet (see on_rfq).
+        self._unjournaled: dict[str, Rfq] = {}
         self._seen_rfqs: dict[str, None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -294,6 +296,7 @@ class QuoteManager:
             seen.pop(next(iter(seen)))
 
     def _skip(self, rfq: Rfq, reason: str, detail: str = "") -> None:
+        self._journal_seen(rfq.id)
         self.counters.rfqs_skipped += 1
         by_reason = self.counters.skipped_by_reason
         by_reason[reason] = by_reason.get(reason, 0) + 1
@@ -344,14 +347,26 @@ class QuoteManager:
             return  # a duplicate event, or an RFQ reconciliation already handled
         self._remember(self._seen_rfqs, rfq.id)
         self.counters.rfqs_seen += 1
-        with log_context(rfq_id=rfq.id, market=rfq.market_ticker):
+        # The rfq_seen row is written once the quote request is on its way (or as soon as
+        # anything else about this RFQ is journaled, whichever comes first): building it
+        # cost a seventh of the time from frame to request. Row order is unchanged.
+        self._unjournaled[rfq.id] = rfq
+        try:
+            with log_context(rfq_id=rfq.id, market=rfq.market_ticker):
+                await self._quote_rfq(rfq, received_at)
+        finally:
+            self._journal_seen(rfq.id)
+
+    def _journal_seen(self, rfq_id: str) -> None:
+        """Write the rfq_seen row of ``rfq_id`` if it is still owed."""
+        rfq = self._unjournaled.pop(rfq_id, None)
+        if rfq is not None:
             self._journal.record_rfq_seen(
                 rfq_id=rfq.id,
                 market=rfq.market_ticker,
                 contracts=rfq.contracts_fp,
                 target_cost=rfq.target_cost_dollars,
             )
-            await self._quote_rfq(rfq, received_at)
 
     async def _quote_rfq(self, rfq: Rfq, received_at: float | None) -> None:
         if not self.quoting:
@@ -445,6 +460,8 @@ class QuoteManager:
             value = expected_value(live)
             arrived = live.received_at if live.received_at is not None else time.monotonic()
             shed_at = arrived + self._settings.max_queue_seconds
+            # Runs once this task waits for the answer, so after the request is written.
+            asyncio.get_running_loop().call_soon(self._journal_seen, live.rfq.id)
         try:
             quote_id = await self._rest.create_quote(
                 live.rfq.id,
@@ -460,6 +477,7 @@ class QuoteManager:
             self._skip(live.rfq, f"shed_{shed.reason}")
             return False
         except (KalshiError, InvalidQuoteError) as exc:
+            self._journal_seen(live.rfq.id)  # refused before the request went out, maybe
             self.counters.quote_errors += 1
             code = exc.code if isinstance(exc, KalshiError) else "invalid_quote"
             log.warning(
@@ -476,6 +494,7 @@ class QuoteManager:
                 message=getattr(exc, "message", str(exc)),
             )
             return False
+        self._journal_seen(live.rfq.id)
         if replacing and live.state != "open":
             # The quote this one replaces was accepted, expired or withdrawn while the
             # replacement was in flight. `live` must keep following that quote (an accepted

@@ -753,6 +753,24 @@ async def test_rfq_is_quoted_post_only_at_the_strategy_prices(h: Harness) -> Non
     assert h.timers.armed("ttl", h.live(rfq))[0].delay == QUOTES.ttl_seconds
 
 
+async def test_rfq_seen_is_journaled_first_though_written_after_the_request(h: Harness) -> None:
+    seen_when_sent: list[list[str]] = []
+    h.exchange.on_create = lambda args: seen_when_sent.append(h.journal.kinds())
+    await h.quoted()
+    # Not yet written when the quote request went out (that is the point)...
+    assert "rfq_seen" not in seen_when_sent[0]
+    # ...but before anything that followed it, and exactly once.
+    assert h.journal.kinds()[:2] == ["rfq_seen", "quote_created"]
+    await h.qm.on_rfq(h.rfq("X-1"))  # unrouted: skipped
+    assert h.journal.kinds()[-2:] == ["rfq_seen", "rfq_skipped"]
+    assert h.journal.kinds().count("rfq_seen") == 2
+    h.exchange.script["create_quote"].append(
+        BadRequestError("RFQ is closed", status=400, code="RFQ_CLOSED")
+    )
+    await h.qm.on_rfq(h.rfq("M-2"))
+    assert h.journal.kinds()[-2:] == ["rfq_seen", "quote_failed"]
+
+
 async def test_unrouted_market_is_skipped(h: Harness) -> None:
     await h.qm.on_rfq(h.rfq("X-1"))
     assert h.skipped() == ["unrouted_market"]
