@@ -82,6 +82,9 @@ _EXECUTION_TIMER = (15.0, 1.0)
 _CONFIRM_SHARE = 0.8
 # After the execution timer, how long to wait for quote_executed before asking over REST.
 _EXECUTION_GRACE_SECONDS = 5.0
+# Repeated looks at a quote whose execution is late back off to this interval: a look-up
+# that keeps failing must not cost a read every five seconds for as long as it fails.
+_EXECUTION_CHECK_MAX_SECONDS = 60.0
 _CREATE_DEADLINE_SECONDS = 2.0
 _DELETE_DEADLINE_SECONDS = 2.0
 _RECENT_RFQS = 10_000
@@ -203,6 +206,8 @@ class LiveQuote:
     fill: MakerFill | None = None
     # time.monotonic() when the RFQ's frame was received; None when it came over REST.
     received_at: float | None = None
+    # REST looks taken at this quote's late execution so far.
+    execution_checks: int = 0
 
 
 class QuoteManager:
@@ -853,8 +858,10 @@ class QuoteManager:
         if live.state == "confirmed":
             # Not settled yet (still confirmed or accepted, or the look-up failed). Checking
             # only once left its reservation held until the next reconciliation, which may
-            # never come while the stream stays up: look again.
-            self._schedule_execution_check(live, _EXECUTION_GRACE_SECONDS)
+            # never come while the stream stays up: look again, less often each time.
+            live.execution_checks += 1
+            delay = _EXECUTION_GRACE_SECONDS * 2 ** min(live.execution_checks - 1, 8)
+            self._schedule_execution_check(live, min(delay, _EXECUTION_CHECK_MAX_SECONDS))
 
     def settle_from_rest(self, live: LiveQuote, quote: Quote) -> None:
         """Apply a quote's REST state to a confirmed quote whose execution event was missed."""

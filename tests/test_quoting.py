@@ -1422,6 +1422,21 @@ async def test_settle_from_rest_leaves_a_quote_still_pending_alone(h: Harness) -
     assert h.timers.armed("execution_check") == []
 
 
+async def test_a_failing_execution_look_up_backs_off_to_a_minute(h: Harness) -> None:
+    quote_id = await accepted(h, "yes", "5")
+    delays = []
+    for _ in range(6):
+        h.exchange.script["get_quote"].append(ServerError("down", status=503))
+        [check] = h.timers.armed("execution_check")
+        h.timers.fire(check)
+        await h.qm.wait_idle()
+        [after] = h.timers.armed("execution_check")
+        delays.append(after.delay)
+    assert delays == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+    # Still held meanwhile: the fill may have happened.
+    assert quote_id in h.risk.reserved()
+
+
 async def test_settle_from_rest_ignores_quotes_not_confirmed(h: Harness) -> None:
     rfq, quote_id = await h.quoted()
     live = h.live(rfq)
