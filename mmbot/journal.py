@@ -15,8 +15,11 @@ floating point), the read methods sum them in Python.
 Every row carries the ``run_id`` of the Journal object that recorded it; ``start()`` records
 ``run_started`` as the run's first row and ``close()`` records ``run_stopped`` unless
 ``record_run_stopped`` already did, so a run without ``run_stopped`` is one that crashed.
-A replacement is one ``quote_replaced`` row for the new quote (never also ``quote_created``);
-the old quote's withdrawal is its own ``quote_deleted`` row with reason ``requote``.
+A replacement is one ``quote_replaced`` row for the new quote (never also ``quote_created``),
+naming the quote it replaced in ``detail``; the old one gets no ``quote_deleted`` row, since
+the exchange withdraws it when the new quote arrives. A requote that withdraws the quote
+instead (the strategy or the risk check says no) is a ``quote_deleted`` row whose reason
+starts with ``requote_``.
 
 Reading (``summary``, ``executions``, ``last_positions``, ``runs``) uses a fresh read-only
 connection per call, works while the writer runs and without ``start()``, and blocks: call
@@ -123,8 +126,9 @@ class DeleteReason(StrEnum):
 
     TTL = "ttl"
     RFQ_DELETED = "rfq_deleted"
-    REQUOTE = "requote"
+    REQUOTE_FAILED = "requote_failed"
     SHUTDOWN = "shutdown"
+    SHUTDOWN_UNTRACKED = "shutdown_untracked"
     RECONCILE_UNTRACKED = "reconcile_untracked"
     KILL_SWITCH = "kill_switch"
     DECLINED_ACCEPT = "declined_accept"

@@ -822,7 +822,7 @@ async def _trade_day(j: Journal) -> None:
             contracts=D("10"),
             strategy="s",
         )
-    j.record_quote_deleted(quote_id="q2", rfq_id="r2", market="B", reason=DeleteReason.REQUOTE)
+    j.record_quote_deleted(quote_id="q2", rfq_id="r2", market="B", reason=DeleteReason.REQUOTE_FAILED)
     j.record_quote_replaced(
         rfq_id="r2",
         quote_id="q2b",
@@ -895,7 +895,7 @@ async def test_summary_of_a_trading_day(db_path: Path) -> None:
     assert s.rfqs_skipped_by_reason == {"unrouted_market": 1}
     assert (s.quotes_created, s.quotes_replaced, s.quotes_failed) == (3, 1, 1)
     assert s.quotes_deleted == 3
-    assert s.quotes_deleted_by_reason == {"declined_accept": 1, "requote": 1, "ttl": 1}
+    assert s.quotes_deleted_by_reason == {"declined_accept": 1, "requote_failed": 1, "ttl": 1}
     assert (s.accepts, s.confirms, s.declines, s.confirm_failures) == (3, 2, 1, 1)
     assert s.declines_by_reason == {"max_exposure_dollars": 1}
     assert s.executions == 2
