@@ -822,7 +822,9 @@ async def _trade_day(j: Journal) -> None:
             contracts=D("10"),
             strategy="s",
         )
-    j.record_quote_deleted(quote_id="q2", rfq_id="r2", market="B", reason=DeleteReason.REQUOTE_FAILED)
+    j.record_quote_deleted(
+        quote_id="q2", rfq_id="r2", market="B", reason=DeleteReason.REQUOTE_FAILED
+    )
     j.record_quote_replaced(
         rfq_id="r2",
         quote_id="q2b",
@@ -926,7 +928,7 @@ async def test_summary_of_a_trading_day(db_path: Path) -> None:
     assert len({len(line) for line in table}) == 1, "columns are aligned"
     assert any(re.fullmatch(r"Declines +1", line) for line in table)
     assert any(re.fullmatch(r"  max_exposure_dollars +1", line) for line in table)
-    assert any(re.fullmatch(r"  requote +1", line) for line in table)
+    assert any(re.fullmatch(r"  requote_failed +1", line) for line in table)
     assert any(re.fullmatch(r"Premium paid +6\.75", line) for line in table)
     assert any(re.fullmatch(r"Realized P&L +-0\.85", line) for line in table)
     assert any(re.fullmatch(r"Contracts traded +15\.00", line) for line in table)
