@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from mmbot.config import ConfigError, ConfigProblem, KalshiSettings
+from mmbot.config import ConfigError, ConfigProblem, KalshiSettings, QuotesSettings
 from mmbot.kalshi.auth import KeyLoadError, Signer
 from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
@@ -20,6 +20,10 @@ __all__ = [
 ]
 
 _log = get_logger("mmbot.clients")
+
+# The one default lives in the settings model; callers without settings of quotes (the
+# operator commands, which create none) get the same.
+_MAX_QUEUED_DEFAULT = QuotesSettings().max_queued
 
 # Permission bits that let anyone but the owner read (or replace) the key file.
 _EXPOSING_BITS = stat.S_IRWXG | stat.S_IRWXO
@@ -86,7 +90,7 @@ def build_rest_client(
     signer: Signer | None,
     *,
     on_response: ResponseObserver | None = None,
-    max_queued_quotes: int = 16,
+    max_queued_quotes: int = _MAX_QUEUED_DEFAULT,
 ) -> KalshiRestClient:
     """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
     return KalshiRestClient(

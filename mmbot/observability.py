@@ -275,7 +275,7 @@ class Metrics:
         self._endpoints = _BoundedLabel()
         self._statuses = _BoundedLabel()
         # Kind -> what to count; a dict lookup per journal row.
-        self._by_kind: dict[str, Any] = {
+        self._by_kind: dict[str, Counter] = {
             "rfq_seen": self.rfqs_received,
             "quote_created": self.quotes_created,
             "quote_replaced": self.quotes_replaced,

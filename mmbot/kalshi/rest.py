@@ -187,7 +187,7 @@ class KalshiRestClient:
         write_tokens_per_second: float = 100,
         write_bucket_capacity: float = 100,
         write_reserve_tokens: float = 0,
-        max_queued_quotes: int = 64,
+        max_queued_quotes: int = 16,
         timeout_seconds: float = 10.0,
         retry_deadline_seconds: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
