@@ -46,7 +46,7 @@ from mmbot.kalshi.models import (
 )
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
-from mmbot.marketdata import MarketData, reference_mid
+from mmbot.marketdata import MarketData
 from mmbot.observability import Health, State
 from mmbot.quoting import LatencyObserver, QuoteManager
 from mmbot.risk import RiskBook
@@ -113,6 +113,7 @@ class Engine:
             rest, market_data, router, risk, journal, settings.quotes, latency=latency
         )
         market_data.on_refresh = self.quotes.on_market
+        market_data.price_listeners.append(risk.mark)
         self._status = status
         self.communications_id: str | None = None
         self.failure: BaseException | None = None
@@ -351,15 +352,9 @@ class Engine:
     def snapshot(self) -> Snapshot:
         """Current counters, exposure and P&L."""
         counters = self.quotes.counters
-        unrealized = _ZERO
-        realized = _ZERO
-        for market, state in self.risk.positions().items():
-            realized += state.realized_pnl
-            cached = self.market_data.market(market)
-            mid = reference_mid(cached) if cached else None
-            if mid is not None and state.contracts != 0:
-                value = mid if state.contracts > 0 else Decimal(1) - mid
-                unrealized += abs(state.contracts) * value - state.cost
+        realized = sum((state.realized_pnl for state in self.risk.positions().values()), _ZERO)
+        # The risk book's own marks: the figure shown is the one the daily loss limit reads.
+        unrealized = self.risk.unrealized_pnl()
         return Snapshot(
             rfqs_seen=counters.rfqs_seen,
             rfqs_quoted=counters.rfqs_quoted,

@@ -83,6 +83,9 @@ class MarketData:
         self._inflight: dict[str, asyncio.Task[Market | None]] = {}
         self._watched: dict[str, int] = {}
         self._last_ok: float | None = None
+        # Told each market's reference price as it is stored: the risk book marks its
+        # positions and pending fills to market with it.
+        self.price_listeners: list[Callable[[str, Decimal | None], None]] = []
 
     # ------------------------------------------------------------------ reads (sync, hot path)
 
@@ -132,6 +135,10 @@ class MarketData:
         now = self._clock()
         self._entries[market.ticker] = _Entry(market, now)
         self._last_ok = now
+        if self.price_listeners:
+            mid = reference_mid(market)
+            for listener in self.price_listeners:
+                listener(market.ticker, mid)
 
     def _note_ok(self) -> None:
         self._last_ok = self._clock()

@@ -26,10 +26,18 @@ hold whatever subset of the pending reservations later executes:
   both, and ``exposure() + fill.max_loss`` must not exceed the limit. A reservation that
   would reduce a position still counts in full: it may never execute, and exposure may
   only ever be over-estimated.
-* ``max_daily_loss_dollars``: once today's realised loss reaches the limit
-  (``-realized_pnl_today() >= max_daily_loss_dollars``) no new risk is taken. "Today" is
-  the UTC date of the injected clock; the counter restarts when that date moves forward.
-  A clock stepping back across midnight keeps counting into the later day rather than
+* ``max_daily_loss_dollars``: today's P&L (:meth:`RiskBook.daily_pnl`) is what was
+  realised since UTC midnight, plus every open position marked to market (at the last
+  reference price given to :meth:`RiskBook.mark`; a market never marked is worth nothing),
+  plus the worst case of every reserved fill: its own mark-to-market when that is a loss
+  (a fill that would realise a loss counts now, before it executes), zero when it is a
+  gain. Once the loss reaches the limit (``-daily_pnl() >= max_daily_loss_dollars``) no
+  quote passes and only *risk-reducing* fills are reserved; below it, a fill passes only
+  if the loss including its own worst case stays within the limit. A fill reduces risk
+  when it is on the opposite side of the committed position and, together with every
+  pending fill in its direction, cannot take the position past flat. "Today" is the UTC
+  date of the injected clock; the realised part restarts when that date moves forward. A
+  clock stepping back across midnight keeps counting into the later day rather than
   forgetting a loss.
 * ``max_open_quotes`` (quoting only): ``open_quotes`` is the number of quotes already
   open, not counting the one being checked (nor one it replaces); the check refuses when
@@ -202,6 +210,9 @@ class RiskBook:
         self._reserved: dict[str, Reservation] = {}
         self._pnl_day: date | None = None
         self._pnl_today = _ZERO
+        # The YES reference price per market, for marking positions and fills to market.
+        # Sticky: a refresh without a price keeps the last one rather than forgetting it.
+        self._marks: dict[str, Decimal] = {}
 
     # ------------------------------------------------------------------ checks
 
@@ -241,11 +252,23 @@ class RiskBook:
         """Drop a reservation (void, timeout, failed confirm); an unknown id is a no-op."""
         self._reserved.pop(quote_id, None)
 
-    def commit(self, quote_id: str) -> None:
-        """Turn a reservation into position on execution; an unknown id is a no-op."""
+    def commit(self, quote_id: str, contracts: Decimal | None = None) -> MakerFill | None:
+        """Turn a reservation into position on execution; return the fill applied.
+
+        ``contracts`` is what actually filled when the execution was partial: at most the
+        reserved size is applied and the rest of the reservation is released. An unknown
+        id is a no-op that returns None.
+        """
         reservation = self._reserved.pop(quote_id, None)
-        if reservation is not None:
-            self._apply(reservation.market, reservation.fill)
+        if reservation is None:
+            return None
+        fill = reservation.fill
+        if contracts is not None:
+            _non_negative("contracts", contracts)
+            if contracts < fill.contracts:
+                fill = MakerFill(side=fill.side, price=fill.price, contracts=contracts)
+        self._apply(reservation.market, fill)
+        return fill
 
     def set_position(self, market: str, contracts: Decimal, cost: Decimal) -> None:
         """Overwrite a market's position with the exchange's (reconciliation); keeps its P&L."""
@@ -255,10 +278,45 @@ class RiskBook:
         self._positions[market] = PositionState(contracts, cost, previous.realized_pnl)
 
     def record_realized(self, amount: Decimal) -> None:
-        """Add realised P&L learned elsewhere (e.g. settlement) to today's total."""
+        """Add realised P&L learned elsewhere to today's total."""
         _finite("amount", amount)
         self._roll_day()
         self._pnl_today += amount
+
+    def set_realized_today(self, amount: Decimal) -> None:
+        """Start today's realised P&L at ``amount`` (rebuilt from the journal at start-up)."""
+        _finite("amount", amount)
+        self._pnl_day = self._now().astimezone(UTC).date()
+        self._pnl_today = amount
+
+    def settle(self, market: str, yes_value: Decimal) -> Decimal:
+        """Close ``market``'s position at its settlement value; return the P&L realised.
+
+        ``yes_value`` is what one YES contract paid (1 or 0 for a binary result); a NO
+        contract paid ``1 - yes_value``. The market's position becomes flat.
+        """
+        _non_negative("yes_value", yes_value)
+        if yes_value > _ONE:
+            raise ValueError(f"yes_value must be <= 1, got {yes_value}")
+        state = self._positions.get(market, _FLAT)
+        held = state.contracts
+        payout = held * yes_value if held > 0 else -held * (_ONE - yes_value)
+        realized = payout - state.cost
+        self._positions[market] = PositionState(_ZERO, _ZERO, state.realized_pnl + realized)
+        self._roll_day()
+        self._pnl_today += realized
+        return realized
+
+    def mark(self, market: str, yes_price: Decimal | None) -> None:
+        """Take ``yes_price`` as ``market``'s reference price for marking to market.
+
+        None (no usable price right now) keeps the last mark.
+        """
+        if yes_price is None:
+            return
+        if _non_negative("yes_price", yes_price) > _ONE:
+            raise ValueError(f"yes_price must be <= 1, got {yes_price}")
+        self._marks[market] = yes_price
 
     # ------------------------------------------------------------------ views
 
@@ -283,6 +341,22 @@ class RiskBook:
         self._roll_day()
         return self._pnl_today
 
+    def unrealized_pnl(self) -> Decimal:
+        """Every open position marked to market, less its cost."""
+        total = _ZERO
+        for market, state in self._positions.items():
+            if state.contracts or state.cost:
+                total += self._value(market, state.contracts) - state.cost
+        return total
+
+    def daily_pnl(self) -> Decimal:
+        """Today's P&L as the daily loss limit reads it (see the module docstring)."""
+        return self._daily_pnl(without=None)
+
+    def marks(self) -> Mapping[str, Decimal]:
+        """Live read-only view of the reference price of every marked market."""
+        return MappingProxyType(self._marks)
+
     # ------------------------------------------------------------------ internals
 
     def _check(
@@ -304,14 +378,13 @@ class RiskBook:
                 MAX_OPEN_QUOTES,
                 f"{open_quotes} quotes already open, max_open_quotes {limits.max_open_quotes}",
             )
-        loss = -self.realized_pnl_today()
-        if loss >= limits.max_daily_loss_dollars:
-            return Decision(
-                False,
-                MAX_DAILY_LOSS_DOLLARS,
-                f"realised loss today {_fmt(loss)} >= max_daily_loss_dollars "
-                f"{_fmt(limits.max_daily_loss_dollars)}",
-            )
+        # A confirm (no open_quotes) that only brings a position back towards flat passes
+        # the daily loss limit: stopping such fills would keep the loss open.
+        reducing = open_quotes is None and self._reduces(market, fill, without)
+        if not reducing:
+            refused = self._daily_loss_refusal(market, fill, without)
+            if refused is not None:
+                return refused
 
         committed = self.position(market)
         pending_long = pending_short = _ZERO
@@ -348,6 +421,66 @@ class RiskBook:
                 f"max_exposure_dollars {_fmt(limits.max_exposure_dollars)}",
             )
         return _OK
+
+    def _daily_loss_refusal(
+        self, market: str, fill: MakerFill, without: str | None
+    ) -> Decision | None:
+        limit = self.limits.max_daily_loss_dollars
+        realized = self.realized_pnl_today()
+        loss = -(realized + self.unrealized_pnl() + self._pending_worst(without))
+        if loss >= limit:
+            return Decision(
+                False,
+                MAX_DAILY_LOSS_DOLLARS,
+                f"loss today {_fmt(loss)} (realised {_fmt(-realized)}, the rest marked to "
+                f"market) >= max_daily_loss_dollars {_fmt(limit)}",
+            )
+        own = -min(self._fill_pnl(market, fill), _ZERO)
+        if loss + own > limit:
+            return Decision(
+                False,
+                MAX_DAILY_LOSS_DOLLARS,
+                f"loss today {_fmt(loss)} + this fill marked to market {_fmt(own)} = "
+                f"{_fmt(loss + own)} > max_daily_loss_dollars {_fmt(limit)}",
+            )
+        return None
+
+    def _reduces(self, market: str, fill: MakerFill, without: str | None) -> bool:
+        committed = self.position(market)
+        delta = _delta(fill)
+        if committed == 0 or (committed > 0) == (delta > 0):
+            return False
+        pending = sum(
+            (
+                r.delta
+                for r in self._reserved.values()
+                if r.market == market and r.quote_id != without and (r.delta > 0) == (delta > 0)
+            ),
+            _ZERO,
+        )
+        after = committed + pending + delta
+        return after >= 0 if committed > 0 else after <= 0
+
+    def _value(self, market: str, contracts: Decimal) -> Decimal:
+        """What ``contracts`` of ``market`` (signed) are worth at its mark; 0 unmarked."""
+        mark = self._marks.get(market)
+        if mark is None or contracts == 0:
+            return _ZERO
+        return contracts * mark if contracts > 0 else -contracts * (_ONE - mark)
+
+    def _fill_pnl(self, market: str, fill: MakerFill) -> Decimal:
+        """A fill marked to market: what it would be worth less what it costs."""
+        return self._value(market, _delta(fill)) - fill.max_loss
+
+    def _pending_worst(self, without: str | None) -> Decimal:
+        total = _ZERO
+        for r in self._reserved.values():
+            if r.quote_id != without:
+                total += min(self._fill_pnl(r.market, r.fill), _ZERO)
+        return total
+
+    def _daily_pnl(self, *, without: str | None) -> Decimal:
+        return self.realized_pnl_today() + self.unrealized_pnl() + self._pending_worst(without)
 
     def _exposure(self, *, without: str | None) -> Decimal:
         committed = sum((p.cost for p in self._positions.values()), _ZERO)

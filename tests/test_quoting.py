@@ -575,6 +575,7 @@ class Harness:
             clock=self.clock,
         )
         self.risk = RiskBook(limits, clock=lambda: RISK_NOW)
+        self.market_data.price_listeners.append(self.risk.mark)
         self.journal = journal if journal is not None else RecordingJournal()
         self.strategy = build_strategy("fixed_spread", {"half_spread": "0.02"})
         self.router = StrategyRouter(

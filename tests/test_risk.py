@@ -38,8 +38,11 @@ LIMITS = RiskLimits(
     max_position_per_market=D("15"),
     max_exposure_dollars=D("20"),
     max_open_quotes=3,
-    max_daily_loss_dollars=D("5"),
+    # Far from binding: the other limits are tested on books whose markets are not marked,
+    # where every position and fill counts as a loss (see the daily loss tests).
+    max_daily_loss_dollars=D("1000"),
 )
+DAILY = replace(LIMITS, max_daily_loss_dollars=D("5"))
 VIAS = ("check_quote", "reserve")
 Via = Literal["check_quote", "reserve"]
 
@@ -178,7 +181,8 @@ def test_open_quotes_below_limit_ok_at_limit_refused() -> None:
 @pytest.mark.parametrize("via", VIAS)
 def test_daily_loss_one_cent_below_ok_at_limit_refused(via: Via) -> None:
     # The one limit where reaching it refuses: "stop once today's loss reaches it".
-    book = make_book()
+    book = make_book(DAILY)
+    book.mark("M", D("0.10"))  # a fill at the mark is worth what it costs
     book.record_realized(D("-4.99"))
     assert decide(book, via, "M", "yes", "0.10", "1", quote_id="a").ok
     book.record_realized(D("-0.01"))
@@ -190,9 +194,122 @@ def test_daily_loss_one_cent_below_ok_at_limit_refused(via: Via) -> None:
     assert decide(book, via, "M", "yes", "0.10", "1", quote_id="b").ok
 
 
+@pytest.mark.parametrize("via", VIAS)
+def test_open_positions_count_at_their_mark(via: Via) -> None:
+    book = make_book(DAILY)
+    book.set_position("M", D("10"), D("5"))  # 10 YES bought at 0.50
+    book.mark("M", D("0.50"))
+    assert book.daily_pnl() == 0
+    book.mark("M", D("0.20"))  # marked down: -3 today, nothing realised
+    assert book.unrealized_pnl() == D("-3")
+    assert book.daily_pnl() == D("-3")
+    book.mark("N", D("0.50"))
+    # 10 YES at 0.71 marked at 0.50 would lose 2.10 more: 5.10, past the limit.
+    refused = decide(book, via, "N", "yes", "0.71", "10", quote_id="b")
+    assert refused.reason == MAX_DAILY_LOSS_DOLLARS
+    assert "this fill marked to market 2.1" in refused.detail
+    # At 0.70 it loses 2: 5, on the limit, passes.
+    assert decide(book, via, "N", "yes", "0.70", "10", quote_id="a").ok
+    # A NO position is worth 1 - mark.
+    book.set_position("M", D("-10"), D("5"))
+    assert book.unrealized_pnl() == D("3")
+
+
+def test_concurrent_fills_that_will_realise_a_loss_cannot_all_pass() -> None:
+    # Each fill on its own is far inside the limit; together they would lose 6 > 5.
+    book = make_book(DAILY)
+    for market in ("M", "N", "P"):
+        book.mark(market, D("0.30"))
+    for quote_id, market in (("a", "M"), ("b", "N")):
+        assert book.reserve(quote_id, market, fill("yes", "0.50", "10")).ok  # -2 each
+    assert book.daily_pnl() == D("-4")
+    refused = book.reserve("c", "P", fill("yes", "0.50", "10"))
+    assert refused.reason == MAX_DAILY_LOSS_DOLLARS
+    assert "loss today 4 + this fill marked to market 2 = 6" in refused.detail
+    # A fill that would realise a gain does not buy room for a loss before it executes.
+    assert book.reserve("d", "P", fill("no", "0.10", "10")).ok  # worth 0.70, costs 0.10
+    assert book.daily_pnl() == D("-4")
+
+
+def test_an_unmarked_market_counts_as_worthless() -> None:
+    # No reference price means no evidence of value: fail closed.
+    book = make_book(DAILY)
+    book.set_position("M", D("10"), D("4"))
+    assert book.daily_pnl() == D("-4")
+    assert book.reserve("a", "N", fill("yes", "0.11", "10")).reason == MAX_DAILY_LOSS_DOLLARS
+    book.mark("M", None)  # no price now: still unmarked
+    assert book.marks() == {}
+    book.mark("M", D("0.40"))
+    book.mark("M", None)  # a later refresh without a price keeps the last mark
+    assert book.marks() == {"M": D("0.40")}
+    assert book.daily_pnl() == 0
+
+
+def test_at_the_daily_limit_only_risk_reducing_fills_are_confirmed() -> None:
+    book = make_book(DAILY)
+    book.mark("M", D("0.20"))
+    book.set_position("M", D("10"), D("5"))  # -3 marked
+    book.record_realized(D("-2"))  # -5: the limit is reached
+    # Nothing new is quoted, not even a quote that would reduce the position.
+    assert (
+        book.check_quote("M", "no", D("0.70"), D("5"), open_quotes=0).reason
+        == MAX_DAILY_LOSS_DOLLARS
+    )
+    assert book.reserve("up", "M", fill("yes", "0.10", "1")).reason == MAX_DAILY_LOSS_DOLLARS
+    assert book.reserve("other", "N", fill("no", "0.10", "1")).reason == MAX_DAILY_LOSS_DOLLARS
+    # Buying NO against the YES position reduces it: confirmed, even at a marked loss.
+    assert book.reserve("down", "M", fill("no", "0.85", "6")).ok
+    # Together with the pending 6, another 5 would take the position past flat: refused.
+    assert book.reserve("past", "M", fill("no", "0.80", "5")).reason == MAX_DAILY_LOSS_DOLLARS
+    assert book.reserve("rest", "M", fill("no", "0.80", "4")).ok
+
+
+def test_settlement_realises_the_position_at_its_result() -> None:
+    book = make_book(DAILY)
+    book.mark("M", D("0.60"))
+    book.set_position("M", D("10"), D("4"))
+    assert book.settle("M", D(0)) == D("-4")  # YES lost: the whole cost
+    state = book.positions()["M"]
+    assert (state.contracts, state.cost, state.realized_pnl) == (D(0), D(0), D("-4"))
+    assert book.realized_pnl_today() == D("-4")
+    book.set_position("N", D("-10"), D("3"))
+    assert book.settle("N", D(0)) == D("7")  # NO won: $1 each
+    assert book.realized_pnl_today() == D("3")
+    with pytest.raises(ValueError, match="yes_value"):
+        book.settle("N", D("1.5"))
+
+
+def test_realised_pnl_today_can_be_rebuilt_at_start_up() -> None:
+    clock = FakeClock(datetime(2024, 3, 1, 23, 59, tzinfo=UTC))
+    book = make_book(DAILY, clock=clock)
+    book.set_realized_today(D("-4.50"))
+    assert book.realized_pnl_today() == D("-4.50")
+    book.mark("M", D("0.50"))
+    assert book.reserve("a", "M", fill("yes", "0.55", "10")).ok  # -0.50: exactly 5
+    assert book.reserve("b", "M", fill("yes", "0.51", "1")).reason == MAX_DAILY_LOSS_DOLLARS
+    clock.advance(minutes=1)
+    assert book.realized_pnl_today() == 0
+
+
+def test_a_partial_execution_commits_what_filled_and_releases_the_rest() -> None:
+    book = make_book()
+    held(book, "a", "M", "yes", "0.40", "10")
+    applied = book.commit("a", D("4"))
+    assert applied == fill("yes", "0.40", "4")
+    assert book.position("M") == D("4")
+    assert book.positions()["M"].cost == D("1.60")
+    assert book.reserved() == {}
+    held(book, "b", "M", "yes", "0.40", "2")
+    # The exchange can never fill more than was reserved; the book applies at most that.
+    assert book.commit("b", D("5")) == fill("yes", "0.40", "2")
+    assert book.position("M") == D("6")
+    assert book.commit("nobody", D("1")) is None
+
+
 def test_daily_loss_resets_at_utc_midnight() -> None:
     clock = FakeClock(datetime(2024, 3, 1, 23, 59, 59, tzinfo=UTC))
-    book = make_book(clock=clock)
+    book = make_book(DAILY, clock=clock)
+    book.mark("M", D("0.90"))
     bought(book, "y", "M", "yes", "0.90", "10")
     bought(book, "n", "M", "no", "0.60", "10")  # 10 pairs at 1.50 each: -5.00
     assert book.realized_pnl_today() == D("-5")
@@ -216,7 +333,7 @@ def test_daily_loss_day_is_the_utc_date_not_the_clock_zone() -> None:
 
 def test_clock_stepping_back_over_midnight_does_not_forget_the_loss() -> None:
     clock = FakeClock(datetime(2024, 3, 2, 0, 0, 30, tzinfo=UTC))
-    book = make_book(clock=clock)
+    book = make_book(DAILY, clock=clock)
     book.record_realized(D("-5"))
     clock.advance(minutes=-1)
     assert book.realized_pnl_today() == D("-5")
@@ -417,7 +534,7 @@ def test_beyond_a_limit_after_reconciliation_nothing_new_is_granted() -> None:
 def test_tightened_limits_apply_to_new_risk_only() -> None:
     book = make_book()
     held(book, "a", "M", "yes", "1", "10")
-    book.limits = RiskLimits(D("10"), D("15"), D("5"), 3, D("5"))
+    book.limits = RiskLimits(D("10"), D("15"), D("5"), 3, D("50"))
     assert set(book.reserved()) == {"a"}
     assert book.reserve("b", "N", fill("yes", "0", "1")).reason == MAX_EXPOSURE_DOLLARS
 
@@ -484,8 +601,10 @@ def test_limits_are_validated() -> None:
 #    ceiling: the limit itself, raised only by reconciliation to what it loaded, and
 #    ratcheting back down as executions and voids shrink the book. So outside a
 #    set_position, nothing ever grows beyond max(limit, the level already reached).
-# 3. No reservation is larger than max_contracts_per_rfq, and no ok was granted under the
-#    kill switch or once today's realised loss had reached the daily limit.
+# 3. No reservation is larger than max_contracts_per_rfq, no ok was granted under the
+#    kill switch, and every ok that does not reduce a position leaves today's loss (realised,
+#    plus positions marked to market, plus the worst case of every pending fill) within the
+#    daily limit; none at all is granted once that loss has reached it.
 # 4. Each refusal names a limit the model really breaks, and each ok is refused by none.
 #
 # The book rounds inexact cost shares against itself (more cost, more loss), so its figures
@@ -528,6 +647,37 @@ class Model:
     kill: bool = False
     day: date = field(default_factory=START.date)
     today: Fraction = Fraction(0)
+    marks: dict[str, Fraction] = field(default_factory=dict)
+
+    def value(self, market: str, signed: Fraction) -> Fraction:
+        mark = self.marks.get(market)
+        if mark is None or signed == 0:
+            return Fraction(0)
+        return signed * mark if signed > 0 else -signed * (1 - mark)
+
+    def fill_pnl(self, market: str, maker: MakerFill) -> Fraction:
+        return self.value(market, _signed(maker)) - _frac(maker.price) * _frac(maker.contracts)
+
+    def daily_loss(self, without: str | None = None) -> Fraction:
+        """Today's loss: realised, positions at their marks, pending fills at their worst."""
+        pnl = self.today
+        for market, (contracts, cost) in self.positions.items():
+            pnl += self.value(market, contracts) - cost
+        for quote_id, (market, maker) in self.fills.items():
+            if quote_id != without:
+                pnl += min(self.fill_pnl(market, maker), Fraction(0))
+        return -pnl
+
+    def reduces(self, market: str, maker: MakerFill, without: str | None) -> bool:
+        committed = self.positions.get(market, (Fraction(0), Fraction(0)))[0]
+        delta = _signed(maker)
+        if committed == 0 or (committed > 0) == (delta > 0):
+            return False
+        after = committed + delta
+        for quote_id, (m, other) in self.fills.items():
+            if m == market and quote_id != without and (_signed(other) > 0) == (delta > 0):
+                after += _signed(other)
+        return after >= 0 if committed > 0 else after <= 0
 
     def exposure(self, extra: MakerFill | None = None, without: str | None = None) -> Fraction:
         total = sum((cost for _, cost in self.positions.values()), Fraction(0))
@@ -577,8 +727,12 @@ class Model:
             found.append(MAX_CONTRACTS_PER_RFQ)
         if open_quotes is not None and open_quotes >= limits.max_open_quotes:
             found.append(MAX_OPEN_QUOTES)
-        if -self.today >= _frac(limits.max_daily_loss_dollars) - slack:
-            found.append(MAX_DAILY_LOSS_DOLLARS)
+        if open_quotes is not None or not self.reduces(market, maker, without):
+            cap = _frac(limits.max_daily_loss_dollars) - slack
+            loss = self.daily_loss(without)
+            own = -min(self.fill_pnl(market, maker), Fraction(0))
+            if loss >= cap or loss + own > cap:
+                found.append(MAX_DAILY_LOSS_DOLLARS)
         long_, short = self.extremes(market, maker, without)
         if max(abs(long_), abs(short)) > _frac(limits.max_position_per_market):
             found.append(MAX_POSITION_PER_MARKET)
@@ -630,9 +784,19 @@ class RiskMachine(RuleBasedStateMachine):
 
     @initialize(n=st.integers(0, 3), data=st.data())
     def start_with_positions(self, n: int, data: st.DataObject) -> None:
-        """Sometimes start from a reconciled book, possibly beyond limits."""
+        """Mostly marked markets; sometimes a reconciled book, possibly beyond limits."""
+        for market in MARKETS:
+            if data.draw(st.integers(0, 3)):
+                self.mark(market, data.draw(prices))
         for _ in range(n):
             self.reconcile_to_random(data.draw(markets), data.draw(st.booleans()), data)
+
+    @rule(market=markets, price=st.none() | prices)
+    def mark(self, market: str, price: Decimal | None) -> None:
+        """A market data refresh: a new reference price, or none (the last one stays)."""
+        self.book.mark(market, price)
+        if price is not None:
+            self.model.marks[market] = _frac(price)
 
     # ------------------------------------------------------------------ events
 
@@ -680,6 +844,7 @@ class RiskMachine(RuleBasedStateMachine):
     def _reserve(self, quote_id: str, market: str, maker: MakerFill) -> None:
         model = self.model
         duplicate = model.fills.get(quote_id) == (market, maker)
+        reducing = model.reduces(market, maker, quote_id)
         strict = model.violations(
             market, maker, without=quote_id, open_quotes=None, slack=Fraction(0)
         )
@@ -703,7 +868,10 @@ class RiskMachine(RuleBasedStateMachine):
         assert maker.contracts <= limits.max_contracts_per_rfq
         assert model.exposure() <= _frac(limits.max_exposure_dollars)
         assert model.worst(market) <= _frac(limits.max_position_per_market)
-        assert -model.today < _frac(limits.max_daily_loss_dollars)
+        if not reducing:
+            assert model.daily_loss() <= _frac(limits.max_daily_loss_dollars)
+        elif model.daily_loss(quote_id) >= _frac(limits.max_daily_loss_dollars):
+            event("reducing fill granted at the daily loss limit")
         assert not model.kill
 
     @rule(market=markets, side=sides, price=prices, n=sizes, open_quotes=st.integers(0, 6))
@@ -788,7 +956,7 @@ class RiskMachine(RuleBasedStateMachine):
     def lose_up_to_the_daily_limit(self, cents: int) -> None:
         """A settlement that leaves today's loss a cent short of the limit, on it, or past it."""
         limit = self.limits.max_daily_loss_dollars
-        self.settle_amount(-limit - self.book.realized_pnl_today() + D(cents).scaleb(-2))
+        self.settle_amount(-limit - self.book.daily_pnl() + D(cents).scaleb(-2))
 
     @rule(cents=st.integers(-200, 100))
     def settle(self, cents: int) -> None:
@@ -863,6 +1031,10 @@ class RiskMachine(RuleBasedStateMachine):
         model.roll(self.clock.now)
         today = _frac(book.realized_pnl_today())
         assert model.today - TOLERANCE <= today <= model.today
+        assert {m: _frac(p) for m, p in book.marks().items()} == model.marks
+        # Rounding only ever adds cost, so the book may see a hair more loss, never less.
+        pnl = _frac(book.daily_pnl())
+        assert -model.daily_loss() - 2 * TOLERANCE <= pnl <= -model.daily_loss()
 
 
 class LooseExposureMachine(RiskMachine):
