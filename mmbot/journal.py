@@ -21,9 +21,30 @@ the exchange withdraws it when the new quote arrives. A requote that withdraws t
 instead (the strategy or the risk check says no) is a ``quote_deleted`` row whose reason
 starts with ``requote_``.
 
-Reading (``summary``, ``executions``, ``last_positions``, ``runs``) uses a fresh read-only
-connection per call, works while the writer runs and without ``start()``, and blocks: call
-it at start-up or exit, or through ``asyncio.to_thread``.
+One daemon per journal: ``start()`` takes an exclusive ``flock`` on ``<journal>.lock``
+beside the (symlink-resolved) file, writes its pid there and holds it until ``close()``; a
+second Journal on the same file, in this process or another, gets ``JournalLocked`` (naming
+the pid) instead of interleaving its run with the first one's. The lock file is left in
+place, since unlinking it would let a third daemon lock a fresh inode while the second still
+holds the old one; the kernel drops the lock when its process dies, so a crash never leaves
+the journal locked. ``start()`` also refuses, as one-line ``JournalError``s naming the path
+and the reason, a path that is a directory, in a directory this user cannot write, or a
+file that is not an SQLite database.
+
+The file vanishing mid-run: SQLite keeps writing into a deleted (or replaced) file's inode,
+so every later row would be lost unseen. The writer therefore compares the path's device and
+inode with the file it opened after each batch it commits, before each write, and about
+once a second while idle. Once they differ the journal is unhealthy for good (one ERROR
+line, ``last_error`` says so): it empties its WAL, whose stale pages SQLite would otherwise
+replay into whatever database is put at the path next, writes nothing more and does not
+recreate the file; rows keep queueing in memory and are logged as ``journal_record_lost``
+at close.
+
+Reading (``summary``, ``executions``, ``last_positions``, ``runs``, and for the daemon's
+start-up ``quotes_created`` and ``realized_pnl_since``) uses a fresh read-only connection
+per call, works while the writer runs and without ``start()``, raises ``JournalError`` for
+a file it cannot read, and blocks: call it at start-up or exit, or through
+``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -31,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -40,10 +62,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal, InvalidOperation, localcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -55,11 +77,13 @@ from mmbot.logs import get_logger, redact_event, redact_text
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CreatedQuote",
     "DeleteReason",
     "Detail",
     "ExecutionRow",
     "Journal",
     "JournalError",
+    "JournalLocked",
     "Kind",
     "Listener",
     "RunRow",
@@ -87,6 +111,25 @@ Listener = Callable[[str, str | None], None]
 
 class JournalError(Exception):
     """The journal file cannot be opened, created or read."""
+
+
+class JournalLocked(JournalError):
+    """Another Journal (in this or another process) holds the journal's lock."""
+
+
+@dataclass(frozen=True)
+class CreatedQuote:
+    """A quote as recorded when it went live (``quote_created`` or ``quote_replaced``)."""
+
+    quote_id: str
+    rfq_id: str
+    market: str
+    yes_bid: Decimal
+    no_bid: Decimal
+    contracts: Decimal | None
+    reference: Decimal | None
+    strategy: str | None
+    run_id: str
 
 
 class Kind(StrEnum):
@@ -189,6 +232,13 @@ class _Row(NamedTuple):
 _FLUSH: Final = object()
 _STOP: Final = object()
 
+# How often an idle writer checks that the journal path still names its file.
+_FILE_CHECK_INTERVAL: Final = 1.0
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# Ids per look-up statement: well under SQLite's limit on bound parameters (999 in builds
+# before 3.32).
+_LOOKUP_CHUNK: Final = 500
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -242,6 +292,8 @@ class RunRow:
     stopped_at: datetime | None
     stop_reason: str | None
     events: int
+    #: When the run recorded its last row (for a crashed run: as far as its record goes).
+    last_at: datetime
 
 
 def _utc_now() -> datetime:
@@ -301,6 +353,55 @@ def _detail(detail: Detail, own: Mapping[str, Any] | None = None) -> str | None:
 
 def _dec_out(text: str | None) -> Decimal:
     return Decimal(text) if text is not None else Decimal(0)
+
+
+def _dec_or_none(value: object) -> Decimal | None:
+    # Lenient: a value from ``detail`` may have come from a caller's own detail mapping.
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation:
+        return None
+    return parsed if parsed.is_finite() else None
+
+
+def _exact_sum(values: Iterable[Decimal]) -> Decimal:
+    # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
+    with localcontext() as ctx:
+        ctx.prec = 100
+        return sum(values, Decimal(0))
+
+
+def _why(exc: OSError) -> str:
+    # "Permission denied" reads better in a one-line error than "[Errno 13] ...: '/x'".
+    return exc.strerror or str(exc)
+
+
+def _lock_path(path: Path) -> Path:
+    # Beside the real file, so two spellings of one journal (a symlink, a relative path)
+    # still meet at one lock.
+    real = path.resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def _lock_holder(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _release_lock(fd: int) -> None:
+    try:
+        # Blanked while still held, so the file never names a pid that no longer holds it.
+        os.ftruncate(fd, 0)
+        # Explicit, not just close(): a forked child sharing the descriptor would keep it.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # Journals still open at interpreter exit are closed by one atexit hook, so a daemon that
@@ -375,6 +476,13 @@ class Journal:
         self._stop_recorded = False
         self._listeners: list[Listener] = []
 
+        # The open lock file's descriptor while started; closing it releases the lock.
+        self._lock_fd: int | None = None
+        # (st_dev, st_ino) of the file the write connection opened.
+        self._identity: tuple[int, int] | None = None
+        # Why the journal file no longer is at its path; once set, it never clears.
+        self._file_gone: str | None = None
+
         # Owned by the writer thread once it runs.
         self._conn: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
@@ -395,12 +503,13 @@ class Journal:
 
     @property
     def healthy(self) -> bool:
-        """True while started, not closed, and the last write attempt succeeded."""
+        """True while started, not closed, the file still in place and the last write good."""
         thread = self._thread
         return (
             self._started
             and not self._closing
             and self._write_ok
+            and self._file_gone is None
             and thread is not None
             and thread.is_alive()
         )
@@ -426,28 +535,44 @@ class Journal:
         return self._lost
 
     def start(self, *, detail: Detail = None) -> None:
-        """Open (or create) the database, migrate it, record ``run_started``, start the writer."""
+        """Lock and open (or create) the database, migrate it, record ``run_started``, start.
+
+        Raises ``JournalLocked`` if another Journal holds the file, and ``JournalError``
+        (one line: the path and the reason) if the file cannot be used.
+        """
         with self._lock:
             if self._started or self._closing:
                 raise RuntimeError("a Journal can be started once, and not after close()")
-        conn = self._open_writer()
-        started = self._row(
-            Kind.RUN_STARTED,
-            detail=_detail(
-                detail,
-                {
-                    "pid": os.getpid(),
-                    "version": __version__,
-                    "python": sys.version.split()[0],
-                    "synchronous": self._synchronous,
-                },
-            ),
-        )
+        self._check_path()
+        lock_fd = self._take_lock()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._open_writer()
+            identity = self._file_identity()
+            started = self._row(
+                Kind.RUN_STARTED,
+                detail=_detail(
+                    detail,
+                    {
+                        "pid": os.getpid(),
+                        "version": __version__,
+                        "python": sys.version.split()[0],
+                        "synchronous": self._synchronous,
+                    },
+                ),
+            )
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            _release_lock(lock_fd)
+            raise
         with self._lock:
             # run_started goes ahead of anything recorded before start().
             self._pending = [started]
             self._enqueued += 1
             self._conn = conn
+            self._lock_fd = lock_fd
+            self._identity = identity
             self._started = True
             self._thread = threading.Thread(
                 target=self._writer_main, name="mmbot-journal", daemon=True
@@ -486,6 +611,10 @@ class Journal:
             self._report_lost(self._drain_nowait(), why="journal closed before start")
         else:
             thread.join()
+        # Only now: the writer has closed its connection, so the next daemon may open the file.
+        lock_fd, self._lock_fd = self._lock_fd, None
+        if lock_fd is not None:
+            _release_lock(lock_fd)
         _open_journals.discard(self)
         self._close_result = self.backlog == 0
         return self._close_result
@@ -575,9 +704,13 @@ class Journal:
         no_bid: Decimal,
         contracts: Decimal | None,
         strategy: str,
+        reference: Decimal | None = None,
         detail: Detail = None,
     ) -> None:
-        """A fresh quote is live; ``price`` holds yes_bid, detail has yes_bid, no_bid, strategy."""
+        """A fresh quote is live; ``price`` holds yes_bid, detail the bids, strategy, reference.
+
+        ``reference`` is the mid the quote was priced against (kept only if given).
+        """
         self._record(
             Kind.QUOTE_CREATED,
             rfq_id=rfq_id,
@@ -586,7 +719,13 @@ class Journal:
             price=_dec(yes_bid),
             contracts=_dec(contracts),
             detail=_detail(
-                detail, {"yes_bid": _dec(yes_bid), "no_bid": _dec(no_bid), "strategy": strategy}
+                detail,
+                {
+                    "yes_bid": _dec(yes_bid),
+                    "no_bid": _dec(no_bid),
+                    "strategy": strategy,
+                    "reference": _dec(reference),
+                },
             ),
         )
 
@@ -602,6 +741,7 @@ class Journal:
         contracts: Decimal | None = None,
         strategy: str | None = None,
         reason: str | None = None,
+        reference: Decimal | None = None,
         detail: Detail = None,
     ) -> None:
         """New quote ``quote_id`` is live in place of ``old_quote_id``; not also "created"."""
@@ -620,6 +760,7 @@ class Journal:
                     "yes_bid": _dec(yes_bid),
                     "no_bid": _dec(no_bid),
                     "strategy": strategy,
+                    "reference": _dec(reference),
                 },
             ),
         )
@@ -891,9 +1032,89 @@ class Journal:
     def _new_run_id(self) -> str:
         return f"{self._clock().astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
+    def _check_path(self) -> None:
+        """Refuse, saying why, a path SQLite would only fail on with an obscure message."""
+        path = self._path
+        parent = path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((p for p in (parent, *parent.parents) if p.is_file()), None)
+            why = (
+                f"{blocker} is not a directory"
+                if blocker is not None
+                else f"cannot create directory {parent}: {_why(exc)}"
+            )
+            raise JournalError(f"cannot open journal {path}: {why}") from exc
+        if path.is_dir():
+            raise JournalError(f"cannot open journal {path}: it is a directory, not a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            # SQLite creates its -wal and -shm files (and we the lock file) beside the journal.
+            raise JournalError(
+                f"cannot open journal {path}: directory {parent} is not writable by this user"
+            )
+        if not path.exists():
+            return
+        if not path.is_file():
+            raise JournalError(f"cannot open journal {path}: it is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise JournalError(
+                f"cannot open journal {path}: the file is not readable and writable by this user"
+            )
+        try:
+            with path.open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {path}: {_why(exc)}") from exc
+        # An empty file is a valid, empty database to SQLite.
+        if header and header != _SQLITE_HEADER:
+            raise JournalError(f"cannot open journal {path}: it is not an SQLite database")
+
+    def _take_lock(self) -> int:
+        """Lock the journal for this Journal alone; the open lock file's descriptor."""
+        lock_path = _lock_path(self._path)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot open journal {self._path}: cannot open lock file {lock_path}: {_why(exc)}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _lock_holder(fd)
+            os.close(fd)
+            holder = "a process that has not written its pid yet" if pid is None else f"pid {pid}"
+            if pid == os.getpid():
+                holder += ", this very process"
+            raise JournalLocked(
+                f"another mmbot is running on this journal: {self._path} is locked by "
+                f"{holder} (lock file {lock_path})"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(
+                f"cannot lock journal {self._path} (lock file {lock_path}): {_why(exc)}"
+            ) from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            _release_lock(fd)
+            raise JournalError(
+                f"cannot open journal {self._path}: cannot write lock file {lock_path}: {_why(exc)}"
+            ) from exc
+        return fd
+
+    def _file_identity(self) -> tuple[int, int]:
+        try:
+            found = os.stat(self._path)
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {self._path}: {_why(exc)}") from exc
+        return (found.st_dev, found.st_ino)
+
     def _open_writer(self) -> sqlite3.Connection:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are the explicit BEGIN/COMMIT below, not
             # the sqlite3 module's implicit ones.
             conn = sqlite3.connect(
@@ -979,9 +1200,13 @@ class Journal:
                     self._pending = []
                     outage_delay = min(1.0, self._max_outage_backoff)
                     continue
-                if self._stopping and time.monotonic() >= self._stop_deadline:
+                gone = self._file_gone is not None
+                if self._stopping and (gone or time.monotonic() >= self._stop_deadline):
                     self._report_lost(
-                        self._pending + self._drain_nowait(), why="journal could not write"
+                        self._pending + self._drain_nowait(),
+                        why="journal file deleted or replaced"
+                        if gone
+                        else "journal could not write",
                     )
                     self._pending = []
                     return
@@ -993,7 +1218,7 @@ class Journal:
 
     def _collect(self) -> None:
         """Fill the pending batch: up to batch_rows, or what batch_interval brings."""
-        if not self._pending and not self._accept(self._queue.get()):
+        if not self._pending and not self._accept(self._next_item()):
             return
         # One wake-up per batch, not one per row: every wake of this thread takes the GIL
         # from the event loop, and waking for each row put a thread switch (up to the 5 ms
@@ -1008,6 +1233,16 @@ class Journal:
                 return
             if not self._accept(item):
                 return
+
+    def _next_item(self) -> object:
+        """Wait for the next queue item, checking the journal file now and then meanwhile."""
+        while True:
+            try:
+                return self._queue.get(timeout=_FILE_CHECK_INTERVAL)
+            except queue.Empty:
+                # Idle: without this, a file deleted while nothing is recorded would go
+                # unnoticed until the next row.
+                self._check_file()
 
     def _accept(self, item: object) -> bool:
         """Add a row to the batch; False for a control item that ends the batching window."""
@@ -1039,6 +1274,9 @@ class Journal:
     def _write_with_retries(self, rows: list[_Row]) -> bool:
         conn = self._conn
         assert conn is not None
+        if not self._check_file():
+            # Written now, the rows would land in a file nobody can find: keep them.
+            return False
         error: BaseException | None = None
         for attempt in range(self._retry_attempts):
             if attempt:
@@ -1054,6 +1292,7 @@ class Journal:
                 self._rollback(conn)
                 continue
             self._note_written(len(rows))
+            self._check_file()
             return True
         assert error is not None
         self._note_failure(error)
@@ -1096,6 +1335,45 @@ class Journal:
     def _note_failure(self, error: BaseException) -> None:
         self._write_ok = False
         self._last_error = f"{type(error).__name__}: {redact_text(str(error))}"
+
+    def _check_file(self) -> bool:
+        """True while the journal path still names the file the writer has open."""
+        if self._file_gone is not None:
+            return False
+        try:
+            found = os.stat(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            now = "nothing is at that path now"
+        except OSError:
+            # Cannot tell (e.g. a directory made unsearchable); a real loss of the file
+            # shows up at the next check that can.
+            return True
+        else:
+            if (found.st_dev, found.st_ino) == self._identity:
+                return True
+            now = "another file is at that path now"
+        message = (
+            f"journal file {self._path} was deleted or replaced while in use ({now}); "
+            "no more rows are written to it, they are logged at close instead"
+        )
+        # Before the journal reads unhealthy, so whoever reacts to that finds the WAL empty.
+        self._empty_wal()
+        with self._lock:
+            self._file_gone = message
+            self._last_error = message
+        _log.error("journal_file_lost", path=str(self._path), error=message, backlog=self.backlog)
+        return False
+
+    def _empty_wal(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            # SQLite would replay the WAL's pages (they stay beside the path) into whatever
+            # database is put there next, a restored copy or a new journal, corrupting it.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            _log.warning("journal_checkpoint_failed", path=str(self._path), error=str(exc))
 
     def _report_lost(self, rows: list[_Row], *, why: str) -> None:
         if not rows:
@@ -1260,6 +1538,60 @@ class Journal:
             ).fetchall()
         return {market: _dec_out(contracts) for market, contracts in rows if market is not None}
 
+    def quotes_created(self, quote_ids: Iterable[str]) -> dict[str, CreatedQuote]:
+        """How each given quote went live (any run); ids with no such record are absent.
+
+        The record is the quote's ``quote_created`` or ``quote_replaced`` row (the latest, if
+        the file somehow has more than one).
+        """
+        wanted = list(dict.fromkeys(quote_ids))
+        rows: list[tuple[Any, ...]] = []
+        with self._reader() as conn:
+            for first in range(0, len(wanted), _LOOKUP_CHUNK):
+                chunk = wanted[first : first + _LOOKUP_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                # "+kind": left to itself, SQLite picks the kind index and walks every quote
+                # ever made instead of looking the ids up.
+                where = f"quote_id IN ({marks}) AND +kind IN (?, ?)"
+                rows += conn.execute(
+                    "SELECT quote_id, rfq_id, market, price, contracts, detail, run_id"  # noqa: S608
+                    f" FROM events WHERE {where} ORDER BY seq",
+                    (*chunk, Kind.QUOTE_CREATED.value, Kind.QUOTE_REPLACED.value),
+                ).fetchall()
+        found: dict[str, CreatedQuote] = {}
+        for quote_id, rfq_id, market, price, contracts, detail, run_id in rows:
+            extra = json.loads(detail) if detail else {}
+            if not isinstance(extra, dict):
+                extra = {}
+            yes_bid = _dec_or_none(price)
+            no_bid = _dec_or_none(extra.get("no_bid"))
+            strategy = extra.get("strategy")
+            if yes_bid is None or no_bid is None or rfq_id is None or market is None:
+                continue  # not a row record_quote_* wrote
+            found[quote_id] = CreatedQuote(
+                quote_id=quote_id,
+                rfq_id=rfq_id,
+                market=market,
+                yes_bid=yes_bid,
+                no_bid=no_bid,
+                contracts=_dec_or_none(contracts),
+                reference=_dec_or_none(extra.get("reference")),
+                strategy=strategy if isinstance(strategy, str) else None,
+                run_id=run_id,
+            )
+        return found
+
+    def realized_pnl_since(self, since: datetime) -> Decimal:
+        """The exact sum of realised P&L recorded at or after ``since``, over all runs."""
+        bound = _format_ts(since)
+        with self._reader() as conn:
+            rows = conn.execute(
+                # "+kind": the ts index narrows to the period, the kind index would not.
+                "SELECT amount FROM events WHERE +kind = ? AND ts >= ?",
+                (Kind.POSITION_CHANGED.value, bound),
+            ).fetchall()
+        return _exact_sum(_dec_out(amount) for (amount,) in rows)
+
     def format_summary(self, summary: Summary) -> str:
         """Same as the module-level ``format_summary``."""
         return format_summary(summary)
@@ -1268,7 +1600,7 @@ class Journal:
         """Every run in the file, oldest first, with its start, clean stop (if any) and size."""
         with self._reader() as conn:
             rows = conn.execute(
-                "SELECT run_id, MIN(seq), MIN(ts), COUNT(*) FROM events GROUP BY run_id"
+                "SELECT run_id, MIN(seq), MIN(ts), COUNT(*), MAX(ts) FROM events GROUP BY run_id"
                 " ORDER BY MIN(seq)"
             ).fetchall()
             stops = {
@@ -1285,7 +1617,7 @@ class Journal:
                 ).fetchall()
             )
         result = []
-        for run, _seq, first_ts, count in rows:
+        for run, _seq, first_ts, count, last_ts in rows:
             stopped_ts, stop_reason = stops.get(run, (None, None))
             result.append(
                 RunRow(
@@ -1294,6 +1626,7 @@ class Journal:
                     stopped_at=_parse_ts(stopped_ts) if stopped_ts is not None else None,
                     stop_reason=stop_reason,
                     events=count,
+                    last_at=_parse_ts(last_ts),
                 )
             )
         return result

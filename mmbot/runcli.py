@@ -28,7 +28,7 @@ from mmbot.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
 from mmbot.engine import Engine
-from mmbot.journal import Journal
+from mmbot.journal import Journal, JournalError
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
 from mmbot.marketdata import MarketData
@@ -193,7 +193,12 @@ async def run_daemon(
             cfg = target.settings
             journal = Journal(target.journal_path, synchronous=cfg.journal.synchronous)
             journal.add_listener(metrics.on_journal_record)
-            journal.start(detail={"mode": "dry-run" if dry_run else "live"})
+            try:
+                journal.start(detail={"mode": "dry-run" if dry_run else "live"})
+            except JournalError as exc:
+                # Already one line naming the path and the reason (or the pid holding it).
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             try:
                 async with build_rest_client(
                     cfg.kalshi,

@@ -1,10 +1,15 @@
-"""Tests for mmbot.journal: WAL file, exact Decimals, non-blocking records, restarts, crashes,
-append-only, redaction, write failures, and the summary computed from the file."""
+"""Tests for mmbot.journal: WAL file, one writer per file, start-up errors, exact Decimals,
+non-blocking records, restarts, crashes, append-only, redaction, write failures, the file
+deleted mid-run, and what is read back (the summary, the start-up readers)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import fcntl
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -26,9 +31,11 @@ from structlog.testing import capture_logs
 import mmbot.journal as journal_module
 from mmbot.journal import (
     SCHEMA_VERSION,
+    CreatedQuote,
     DeleteReason,
     Journal,
     JournalError,
+    JournalLocked,
     Kind,
     SkipReason,
     format_summary,
@@ -163,6 +170,175 @@ def test_a_journal_from_a_newer_mmbot_is_refused(db_path: Path) -> None:
 def test_reading_a_missing_journal_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match=r"no journal at .*absent\.sqlite"):
         Journal(tmp_path / "absent.sqlite").summary()
+
+
+# --------------------------------------------------------------------------- one writer per file
+
+
+def lock_file(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def lock_is_free(path: Path) -> bool:
+    """True if an exclusive flock on the journal's lock file can be taken right now."""
+    fd = os.open(lock_file(path), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if it was taken
+    return True
+
+
+async def test_a_second_journal_on_the_same_file_is_refused(db_path: Path) -> None:
+    first = Journal(db_path)
+    first.start()
+    assert lock_file(db_path).read_text().strip() == str(os.getpid())
+    assert not lock_is_free(db_path)
+
+    second = Journal(db_path)
+    with pytest.raises(JournalLocked) as refused:
+        second.start()
+    assert isinstance(refused.value, JournalError)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(db_path) in message
+    assert f"pid {os.getpid()}" in message
+    assert "another mmbot is running on this journal" in message
+    assert not second.healthy
+    # The refused journal wrote nothing: only the first run is in the file.
+    assert await first.flush(10)
+    assert [run.run_id for run in first.runs()] == [first.run_id]
+
+    assert await first.aclose()
+    assert lock_is_free(db_path)
+    third = Journal(db_path)
+    third.start()
+    assert await third.aclose()
+    assert [run.run_id for run in third.runs()] == [first.run_id, third.run_id]
+
+
+_SECOND_DAEMON = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from mmbot.journal import Journal, JournalLocked
+
+    j = Journal(Path(sys.argv[1]))
+    try:
+        j.start()
+    except JournalLocked as exc:
+        print(exc)
+        sys.exit(3)
+    sys.exit(0 if j.close() else 4)
+    """
+)
+
+
+def _second_daemon(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _SECOND_DAEMON, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_another_process_cannot_start_on_a_journal_in_use(db_path: Path) -> None:
+    held = Journal(db_path)
+    held.start()
+    try:
+        refused = _second_daemon(db_path)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        (line,) = refused.stdout.splitlines()
+        assert str(db_path) in line
+        assert f"pid {os.getpid()}" in line
+        assert "another mmbot is running on this journal" in line
+        assert "Traceback" not in refused.stderr
+    finally:
+        assert held.close()
+    allowed = _second_daemon(db_path)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert len(held.runs()) == 2
+
+
+def test_a_failed_start_releases_the_lock(db_path: Path) -> None:
+    j = Journal(db_path)
+    j.start()
+    j.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(JournalError, match="newer mmbot"):
+        Journal(db_path).start()
+    assert lock_is_free(db_path)
+
+
+# --------------------------------------------------------------------------- start-up errors
+
+
+def _not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("these are my notes, not a database\n" * 10)
+    return path
+
+
+def _a_directory(tmp_path: Path) -> Path:
+    path = tmp_path / "journal.sqlite"
+    path.mkdir()
+    return path
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "state").write_text("a file where a directory should be")
+    return tmp_path / "state" / "journal.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_a_directory, "is a directory"),
+        (_not_a_database, "not an SQLite database"),
+        (_under_a_file, "not a directory"),
+    ],
+)
+def test_a_journal_that_cannot_be_opened_says_where_and_why(
+    tmp_path: Path, make: Callable[[Path], Path], reason: str
+) -> None:
+    path = make(tmp_path)
+    before = path.read_bytes() if path.is_file() else None
+    j = Journal(path)
+    with pytest.raises(JournalError) as failed:
+        j.start()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert reason in message
+    assert not j.healthy
+    if before is not None:
+        # Someone else's file is left exactly as it was.
+        assert path.read_bytes() == before
+        assert not Path(f"{path}-wal").exists()
+
+
+def test_a_journal_in_a_directory_this_user_cannot_write_says_so(tmp_path: Path) -> None:
+    locked_dir = tmp_path / "readonly"
+    locked_dir.mkdir()
+    locked_dir.chmod(0o555)
+    try:
+        with contextlib.suppress(PermissionError):
+            (locked_dir / "probe").touch()
+            pytest.skip("this user can write any directory (root with CAP_DAC_OVERRIDE)")
+        with pytest.raises(JournalError) as failed:
+            Journal(locked_dir / "journal.sqlite").start()
+    finally:
+        locked_dir.chmod(0o755)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert str(locked_dir / "journal.sqlite") in message
+    assert "not writable" in message
 
 
 # --------------------------------------------------------------------------- what is written
@@ -346,6 +522,41 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any] | None]] =
         {"reason": "signal", "detail": {"exposure": D("12.50"), "deleted_quotes": 4}},
         {"reason": "signal"},
         {"exposure": "12.50", "deleted_quotes": 4},
+    ),
+    # The reference mid a quote was priced against, exactly as given.
+    (
+        "record_quote_created",
+        {
+            "rfq_id": RFQ,
+            "quote_id": QUOTE,
+            "market": MARKET,
+            "yes_bid": D("0.3500"),
+            "no_bid": D("0.6100"),
+            "contracts": None,
+            "strategy": "fixed_spread",
+            "reference": D("0.47250"),
+        },
+        {"price": "0.3500", "contracts": None},
+        {
+            "yes_bid": "0.3500",
+            "no_bid": "0.6100",
+            "strategy": "fixed_spread",
+            "reference": "0.47250",
+        },
+    ),
+    (
+        "record_quote_replaced",
+        {
+            "rfq_id": RFQ,
+            "quote_id": "quote-2",
+            "old_quote_id": QUOTE,
+            "market": MARKET,
+            "yes_bid": D("0.36"),
+            "no_bid": D("0.60"),
+            "reference": D("-0E-7"),
+        },
+        {"quote_id": "quote-2", "price": "0.36"},
+        {"old_quote_id": QUOTE, "yes_bid": "0.36", "no_bid": "0.60", "reference": "-0.0000000"},
     ),
 ]
 
@@ -803,6 +1014,90 @@ async def test_rows_that_cannot_be_written_by_close_are_logged_not_dropped(
     assert raw_rows(db_path, "execution") == []
 
 
+# --------------------------------------------------------------------------- file gone mid-run
+
+
+def _quote_deleted(j: Journal, quote_id: str) -> None:
+    j.record_quote_deleted(quote_id=quote_id, rfq_id=RFQ, market=MARKET, reason="ttl")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def test_a_deleted_journal_file_turns_the_journal_unhealthy(db_path: Path) -> None:
+    j = Journal(db_path)
+    j.start()
+    _quote_deleted(j, "before")
+    assert await j.flush(10)
+    assert j.healthy
+    with capture_logs() as logs:
+        os.unlink(db_path)
+        for i in range(5):
+            _quote_deleted(j, f"after-{i}")
+        await wait_until(lambda: not j.healthy)
+        assert j.last_error is not None
+        assert "deleted or replaced" in j.last_error
+        assert str(db_path) in j.last_error
+        # Later rows still queue (nothing raised), but nothing is written to the lost file,
+        # the journal stays unhealthy, and the ERROR is said once, not once per batch.
+        for i in range(5, 10):
+            _quote_deleted(j, f"after-{i}")
+            assert await j.flush(0.05) is False
+        assert not j.healthy
+        assert j.backlog == 10
+        assert not _exists(db_path), "the journal file must not be silently recreated"
+        assert await j.aclose() is False
+    errors = [e for e in logs if e["log_level"] == "error" and e["event"] != "journal_record_lost"]
+    assert [e["event"] for e in errors] == ["journal_file_lost", "journal_records_lost"]
+    assert str(db_path) in errors[0]["error"]
+    # What could not be written went to the log, the last durable place left.
+    lost = [e["quote_id"] for e in logs if e["event"] == "journal_record_lost"]
+    assert lost == [*(f"after-{i}" for i in range(10)), None]  # None: run_stopped
+    assert j.lost == 11
+    assert not _exists(db_path)
+    # A restart makes a fresh journal there, and no stale page of the old one leaks in.
+    fresh = Journal(db_path)
+    fresh.start()
+    assert await fresh.aclose()
+    assert [run.run_id for run in fresh.runs()] == [fresh.run_id]
+
+
+async def test_a_replaced_journal_file_is_noticed_while_idle_and_left_alone(
+    db_path: Path, tmp_path: Path
+) -> None:
+    j = Journal(db_path)
+    j.start()
+    _quote_deleted(j, "before")
+    assert await j.flush(10)
+    # Someone restores another database over the journal while the daemon runs.
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE restored (x)")
+        conn.execute("INSERT INTO restored VALUES (42)")
+    conn.close()
+    os.replace(other, db_path)
+    # No further rows: the writer notices by itself.
+    await wait_until(lambda: not j.healthy)
+    assert j.last_error is not None
+    assert "deleted or replaced" in j.last_error
+    # The replacement reads intact, now and after close: SQLite finds the journal's WAL
+    # beside the path and would replay its pages into the restored database.
+    assert _restored_tables(db_path) == (["restored"], [(42,)])
+    _quote_deleted(j, "after")
+    assert await j.aclose() is False
+    assert j.lost == 2  # "after" and run_stopped
+    assert _restored_tables(db_path) == (["restored"], [(42,)])
+
+
+def _restored_tables(path: Path) -> tuple[list[str], list[tuple[int]]]:
+    with sqlite3.connect(path) as conn:
+        tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master")]
+        rows = conn.execute("SELECT x FROM restored").fetchall()
+    conn.close()
+    return tables, rows
+
+
 # --------------------------------------------------------------------------- reading it back
 
 
@@ -961,3 +1256,187 @@ async def test_summary_over_all_runs_and_an_empty_run(db_path: Path) -> None:
     assert "Premium paid" in format_summary(empty)
     assert [r.stop_reason for r in third.runs()] == ["shutdown", "shutdown", None]
     assert await third.aclose()
+
+
+# --------------------------------------------------------------------------- start-up readers
+
+
+async def test_quotes_created_finds_live_quotes_from_any_run(db_path: Path) -> None:
+    first = Journal(db_path, clock=StepClock())
+    first.start()
+    first.record_quote_created(
+        rfq_id="r1",
+        quote_id="q1",
+        market="A",
+        yes_bid=D("0.3500"),
+        no_bid=D("0.6100"),
+        contracts=D("25.00"),
+        strategy="fixed_spread",
+        reference=D("0.47250"),
+    )
+    first.record_quote_replaced(
+        rfq_id="r1",
+        quote_id="q2",
+        old_quote_id="q1",
+        market="A",
+        yes_bid=D("0.36"),
+        no_bid=D("0.60"),
+        reference=D("0.48"),
+    )
+    # A quote id in rows of other kinds is not a created quote.
+    first.record_execution(
+        quote_id="q-exec",
+        rfq_id="r9",
+        market="A",
+        side="yes",
+        price=D("0.40"),
+        contracts=D("1"),
+        order_id=None,
+    )
+    first.record_quote_deleted(quote_id="q-gone", rfq_id="r8", market="A", reason="ttl")
+    assert await first.aclose()
+
+    second = Journal(db_path, clock=StepClock())
+    second.start()
+    second.record_quote_created(
+        rfq_id="r3",
+        quote_id="q3",
+        market="B",
+        yes_bid=D("0.1"),
+        no_bid=D("0.85"),
+        contracts=None,
+        strategy="size_aware",
+    )
+    assert await second.flush(10)
+
+    wanted = iter(["q1", "q2", "q3", "q1", "q-exec", "q-gone", "never"])
+    found = await asyncio.to_thread(second.quotes_created, wanted)  # while the writer runs
+    assert found == {
+        "q1": CreatedQuote(
+            quote_id="q1",
+            rfq_id="r1",
+            market="A",
+            yes_bid=D("0.3500"),
+            no_bid=D("0.6100"),
+            contracts=D("25.00"),
+            reference=D("0.47250"),
+            strategy="fixed_spread",
+            run_id=first.run_id,
+        ),
+        "q2": CreatedQuote(
+            quote_id="q2",
+            rfq_id="r1",
+            market="A",
+            yes_bid=D("0.36"),
+            no_bid=D("0.60"),
+            contracts=None,
+            reference=D("0.48"),
+            strategy=None,
+            run_id=first.run_id,
+        ),
+        "q3": CreatedQuote(
+            quote_id="q3",
+            rfq_id="r3",
+            market="B",
+            yes_bid=D("0.1"),
+            no_bid=D("0.85"),
+            contracts=None,
+            reference=None,
+            strategy="size_aware",
+            run_id=second.run_id,
+        ),
+    }
+    # Exactly as recorded, trailing zeros included.
+    assert str(found["q1"].reference) == "0.47250"
+    assert str(found["q1"].yes_bid) == "0.3500"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found["q1"].yes_bid = D("1")  # type: ignore[misc]
+    assert await second.aclose()
+    # Without start(), from another Journal object, too; and nothing asked, nothing found.
+    assert Journal(db_path).quotes_created(["q3"])["q3"].run_id == second.run_id
+    assert Journal(db_path).quotes_created([]) == {}
+
+
+async def test_quotes_created_looks_up_thousands_of_ids(journal: Journal) -> None:
+    recorded = [f"quote-{i:05d}" for i in range(0, 40_000, 10)]
+    for quote_id in recorded:
+        journal.record_quote_created(
+            rfq_id=f"rfq-{quote_id}",
+            quote_id=quote_id,
+            market=MARKET,
+            yes_bid=D("0.40"),
+            no_bid=D("0.55"),
+            contracts=D("10"),
+            strategy="s",
+        )
+    assert await journal.flush(30)
+    # More ids than SQLite takes as parameters of one statement.
+    asked = (f"quote-{i:05d}" for i in range(40_000))
+    found = journal.quotes_created(asked)
+    assert sorted(found) == recorded
+    assert all(found[q].rfq_id == f"rfq-{q}" for q in recorded)
+
+
+async def test_realized_pnl_since_sums_exactly_over_all_runs(db_path: Path) -> None:
+    clock = StepClock()
+    first = Journal(db_path, clock=clock)
+    first.start()
+    clock.now = T0 + timedelta(hours=1)
+    first.record_position_changed(market="A", contracts=D("5"), realized_pnl_change=D("-7.77"))
+    clock.now = T0 + timedelta(hours=10)
+    first.record_position_changed(
+        market="A", contracts=D("0"), realized_pnl_change=D("12345678901234567890.12345678")
+    )
+    first.record_execution(
+        quote_id="q",
+        rfq_id="r",
+        market="A",
+        side="no",
+        price=D("0.5"),
+        contracts=D("1"),
+        order_id=None,
+    )
+    assert await first.aclose()
+
+    second = Journal(db_path, clock=clock)
+    second.start()
+    clock.now = T0 + timedelta(hours=11)
+    second.record_position_changed(
+        market="B", contracts=D("-3"), realized_pnl_change=D("0.00000000000000000001")
+    )
+    second.record_position_changed(market="B", contracts=D("0"), realized_pnl_change=D("-0.1"))
+    assert await second.flush(10)
+
+    since = T0 + timedelta(hours=10)
+    # 41 significant digits: the default 28-digit context would round this sum.
+    expected = D("12345678901234567890.02345678000000000001")
+    total = await asyncio.to_thread(second.realized_pnl_since, since)  # while the writer runs
+    assert total == expected
+    assert str(total) == str(expected)
+    # ts >= since: a row exactly at ``since`` counts, one just after it does not.
+    assert second.realized_pnl_since(since + timedelta(microseconds=1)) == D(
+        "-0.09999999999999999999"
+    )
+    assert second.realized_pnl_since(T0) == D("12345678901234567882.25345678000000000001")
+    assert second.realized_pnl_since(T0 + timedelta(days=1)) == 0
+    assert await second.aclose()
+    assert Journal(db_path).realized_pnl_since(since) == expected  # without start()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Journal(db_path).realized_pnl_since(datetime(2025, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda j: j.quotes_created(["q1"]),
+        lambda j: j.realized_pnl_since(T0),
+    ],
+    ids=["quotes_created", "realized_pnl_since"],
+)
+def test_start_up_readers_raise_journal_errors(
+    tmp_path: Path, read: Callable[[Journal], object]
+) -> None:
+    with pytest.raises(JournalError, match=r"no journal at .*absent\.sqlite"):
+        read(Journal(tmp_path / "absent.sqlite"))
+    with pytest.raises(JournalError, match=r"notes\.sqlite"):
+        read(Journal(_not_a_database(tmp_path)))

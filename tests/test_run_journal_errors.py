@@ -1,0 +1,71 @@
+"""``mmbot run`` with a journal it cannot use: one ``error:`` line and exit 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mmbot.journal import Journal
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, journal: Path) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MMBOT_")}
+    env["PYTHONPATH"] = str(REPO)
+    # --journal.path given explicitly: a dry-run otherwise journals into a temporary file.
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "mmbot",
+            "run",
+            "--dry-run",
+            "--duration",
+            "10",
+            "--journal.path",
+            str(journal),
+            "--metrics.enabled",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _the_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def test_a_journal_path_that_is_a_directory_is_one_error_line(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    journal.mkdir()
+    line = _the_error_line(_run(tmp_path, journal))
+    assert str(journal) in line
+    assert "is a directory" in line
+
+
+def test_a_second_daemon_on_a_journal_in_use_is_one_error_line(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    running = Journal(journal)
+    running.start()
+    try:
+        line = _the_error_line(_run(tmp_path, journal))
+    finally:
+        assert running.close()
+    assert str(journal) in line
+    assert f"pid {os.getpid()}" in line
+    assert "another mmbot is running on this journal" in line
+    # The refused daemon recorded nothing.
+    assert [run.run_id for run in running.runs()] == [running.run_id]
