@@ -31,7 +31,7 @@ from mmbot.config import (
     load_settings_with_sources,
     redacted_dump,
 )
-from mmbot.logs import configure_logging, get_logger, register_pem, register_secret
+from mmbot.logs import close_output, configure_logging, get_logger, register_pem, register_secret
 
 __all__ = ["Handler", "build_parser", "format_config", "main"]
 
@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        # Queued output gets a bounded time to go out; a consumer that never reads must
+        # not keep the process from exiting.
+        close_output()
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -2,15 +2,29 @@
 
 Both structlog events and records from the stdlib ``logging`` module (httpx, websockets, ...)
 end in the same ``ProcessorFormatter``, so they share one renderer and one redaction step.
+
+Nothing here writes to an output stream on the caller's thread. A line is formatted and
+redacted where it is logged, then queued for a daemon thread that owns the stream
+(:class:`LineWriter`); the status line of ``mmbot run`` takes the same path. A stream nobody
+reads (a full pipe, a stalled log driver) therefore stalls only that thread: once its queue
+is full further lines are dropped and counted (:func:`records_dropped`), and the event loop
+never waits on output.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import io
 import json
 import logging
+import os
 import re
+import select
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -22,12 +36,19 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 __all__ = [
+    "DEFAULT_MAX_QUEUED_LINES",
+    "DRAIN_SECONDS",
     "REDACTED",
     "REDACTED_PRIVATE_KEY",
+    "LineWriter",
     "clear_registered_secrets",
+    "close_output",
     "configure_logging",
+    "flush_output",
     "get_logger",
     "log_context",
+    "output_writer",
+    "records_dropped",
     "redact_event",
     "redact_text",
     "register_pem",
@@ -218,6 +239,283 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
+# --- output ------------------------------------------------------------------------------------
+
+#: Lines one stream's queue holds; past that, new lines are dropped and counted. Enough to
+#: ride out a consumer's pause, and a bound (a few MB) on what a stalled one can cost.
+DEFAULT_MAX_QUEUED_LINES = 4096
+#: How long exit (and ``mmbot run``'s own end) waits for queued output to be written.
+DRAIN_SECONDS = 2.0
+
+# Lines a writer takes off its queue at once: a few system calls per burst, not one a line.
+_BATCH_LINES = 256
+# Lines are written in pieces of at most PIPE_BUF bytes, each cut at a line's end, so a
+# pipe shared with another writer (stdout and stderr into one pipe) never tears a line.
+_PIPE_BUF = getattr(select, "PIPE_BUF", 512)
+
+_dropped = 0
+_dropped_lock = threading.Lock()
+
+# One writer per stream (keyed by id: the writer holds the stream, so the id stays unique).
+_writers: dict[int, LineWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def records_dropped() -> int:
+    """Lines (log records and status lines) dropped since start: queue full or not writable."""
+    return _dropped
+
+
+def _count_dropped(count: int) -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += count
+
+
+def _descriptor(stream: TextIO) -> int | None:
+    # Only a plain file object is written through its descriptor; anything else (StringIO,
+    # pytest's capture, a wrapper that transforms text) gets its own write().
+    if not isinstance(stream, io.TextIOWrapper):
+        return None
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return None
+    return fd if fd >= 0 else None
+
+
+def _encoding(stream: TextIO) -> str:
+    name = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def _wait_writable(fd: int) -> None:
+    # Only reached on a descriptor someone set non-blocking; a blocking one waits in write().
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        poller.poll(1000)
+    else:  # pragma: no cover - platforms without poll()
+        time.sleep(0.05)
+
+
+class LineWriter:
+    """Writes lines to one stream from a daemon thread, through a bounded queue.
+
+    :meth:`write` neither blocks nor raises. A line that finds the queue full (the stream is
+    not keeping up) or that cannot be written (the stream is closed, the pipe is broken) is
+    dropped and counted in :func:`records_dropped`. A real file (``sys.stdout``,
+    ``sys.stderr``) is written through its descriptor, not its buffered object: a thread
+    blocked inside the buffered object would hold its lock, and the interpreter's own flush
+    of that stream at exit would then wait behind it or abort the process.
+    """
+
+    def __init__(self, stream: TextIO | None, *, max_lines: int = DEFAULT_MAX_QUEUED_LINES) -> None:
+        """Start the writer thread for ``stream``; ``None`` (no stream at all) drops every line."""
+        self.stream = stream
+        self._max_lines = max_lines
+        self._lines: deque[str] = deque()
+        self._in_flight = 0
+        self._closed = stream is None
+        self._lock = threading.Lock()
+        self._has_lines = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._fd = None if stream is None else _descriptor(stream)
+        self._encoding = "utf-8" if stream is None else _encoding(stream)
+        self._thread: threading.Thread | None = None
+        if stream is not None:
+            name = getattr(stream, "name", None)
+            self._thread = threading.Thread(
+                target=self._run,
+                name=f"mmbot-output-{name if isinstance(name, str) else id(stream)}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or there is no stream): lines are dropped."""
+        return self._closed
+
+    def write(self, line: str) -> bool:
+        """Queue ``line`` (which carries its own newline); False if it was dropped instead."""
+        with self._lock:
+            if not self._closed and len(self._lines) < self._max_lines:
+                self._lines.append(line)
+                self._has_lines.notify()
+                return True
+        _count_dropped(1)
+        return False
+
+    def flush(self, timeout: float = DRAIN_SECONDS) -> bool:
+        """Wait up to ``timeout`` s until every queued line is out; True if all were."""
+        with self._lock:
+            return self._idle.wait_for(self._is_idle, timeout)
+
+    def close(self, timeout: float = DRAIN_SECONDS) -> bool:
+        """Take no more lines, drain for up to ``timeout`` s, then drop what is left.
+
+        Returns True if everything queued was written (or found unwritable) in time. A
+        writer stuck in a write to a consumer that never reads is left behind: its thread
+        is a daemon, so it cannot keep the process from exiting.
+        """
+        self._stop_accepting()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            drained = self._idle.wait_for(self._is_idle, timeout)
+            left = len(self._lines)
+            self._lines.clear()
+        if left:
+            _count_dropped(left)
+        if drained and self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        return drained
+
+    def _stop_accepting(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._has_lines.notify_all()
+
+    def _is_idle(self) -> bool:
+        return not self._lines and self._in_flight == 0
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._lines and not self._closed:
+                    self._has_lines.wait()
+                if not self._lines:
+                    return
+                count = min(len(self._lines), _BATCH_LINES)
+                batch = [self._lines.popleft() for _ in range(count)]
+                self._in_flight = count
+            try:
+                lost = self._emit(batch)
+            except Exception:
+                # Never let one bad batch end the thread: later lines would only pile up.
+                lost = len(batch)
+            if lost:
+                _count_dropped(lost)
+            with self._lock:
+                self._in_flight = 0
+                self._idle.notify_all()
+
+    def _emit(self, batch: list[str]) -> int:
+        """Write ``batch``; return how many of its lines were not written."""
+        stream = self.stream
+        if stream is None or getattr(stream, "closed", False):
+            return len(batch)
+        if self._fd is not None:
+            return self._emit_to_descriptor(self._fd, batch)
+        lost = 0
+        for line in batch:
+            try:
+                stream.write(line)
+            except Exception:
+                lost += 1
+        try:
+            stream.flush()
+        except Exception:
+            # What the stream still buffered is gone with it.
+            return len(batch)
+        return lost
+
+    def _emit_to_descriptor(self, fd: int, batch: list[str]) -> int:
+        pieces: list[tuple[bytes, int]] = []
+        chunk: list[bytes] = []
+        size = 0
+        for line in batch:
+            data = line.encode(self._encoding, "backslashreplace")
+            if chunk and size + len(data) > _PIPE_BUF:
+                pieces.append((b"".join(chunk), len(chunk)))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        if chunk:
+            pieces.append((b"".join(chunk), len(chunk)))
+        for index, (data, _) in enumerate(pieces):
+            try:
+                self._write_all(fd, data)
+            except OSError:
+                # EPIPE, EBADF, EIO...: this piece and the rest of the batch are lost. The
+                # thread goes on, so later lines are tried (and, if need be, counted) too.
+                return sum(count for _, count in pieces[index:])
+        return 0
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(fd, view)
+            except BlockingIOError:
+                _wait_writable(fd)
+                continue
+            view = view[written:]
+
+
+def output_writer(stream: TextIO | None) -> LineWriter:
+    """Return the writer of ``stream``, starting it on first use (one thread per stream)."""
+    with _writers_lock:
+        writer = _writers.get(id(stream))
+        # A writer without a stream is closed from the start and stays the one for None.
+        if writer is None or (writer.closed and writer.stream is not None):
+            writer = LineWriter(stream)
+            _writers[id(stream)] = writer
+        return writer
+
+
+def flush_output(timeout: float = DRAIN_SECONDS) -> bool:
+    """Wait up to ``timeout`` s in all until every writer's queue is written; True if so."""
+    with _writers_lock:
+        writers = list(_writers.values())
+    deadline = time.monotonic() + timeout
+    # Every writer drains in its own thread meanwhile, so one shared deadline bounds all.
+    results = [writer.flush(max(0.0, deadline - time.monotonic())) for writer in writers]
+    return all(results)
+
+
+def close_output(timeout: float = DRAIN_SECONDS) -> bool:
+    """Drain every writer for up to ``timeout`` s in all, then stop it; True if all drained."""
+    with _writers_lock:
+        writers = list(_writers.values())
+        _writers.clear()
+    for writer in writers:
+        writer._stop_accepting()
+    deadline = time.monotonic() + timeout
+    results = [writer.close(max(0.0, deadline - time.monotonic())) for writer in writers]
+    return all(results)
+
+
+class _QueuedLineHandler(logging.Handler):
+    """Formats (and so redacts) a record on the logging thread, then queues the line."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record`` and hand the line to the writer; never blocks, never raises."""
+        try:
+            line = self.format(record)
+        except RecursionError:
+            raise
+        except Exception:
+            # Not handleError(): it prints the record's raw message and arguments, unredacted,
+            # to stderr on this very thread. This line carries nothing from the record's text.
+            line = _orjson_dumps(
+                {
+                    "event": "log_record_unformattable",
+                    "logger": record.name,
+                    "level": record.levelname.lower(),
+                }
+            )
+        self.writer.write(line + "\n")
+
+
 def configure_logging(
     level: str, fmt: Literal["json", "console"], stream: TextIO | None = None
 ) -> None:
@@ -243,7 +541,7 @@ def configure_logging(
         foreign_pre_chain=[_stdlib_stack_info, *_shared_processors()],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(out)
+    handler = _QueuedLineHandler(output_writer(out))
     handler.setFormatter(formatter)
     handler.setLevel(numeric_level)
 
@@ -274,12 +572,13 @@ def configure_logging(
 
 
 def reset_logging() -> None:
-    """Remove the handler installed by configure_logging and restore structlog defaults."""
+    """Remove the handler installed by configure_logging, stop the writers, reset structlog."""
     global _handler
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler.close()
         _handler = None
+    close_output()
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
 

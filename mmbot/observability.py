@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from mmbot import __version__
 from mmbot.config import ConfigError, ConfigProblem, MetricsSettings
+from mmbot.logs import records_dropped
 
 __all__ = [
     "FAMILIES",
@@ -116,6 +117,7 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_quote_queue_peak": "gauge",
     "mmbot_rate_limit_waiters": "gauge",
     "mmbot_tasks_in_flight": "gauge",
+    "mmbot_log_records_dropped_total": "counter",
 }
 
 
@@ -447,6 +449,12 @@ class _StateCollector(Collector):
             "mmbot_tasks_in_flight",
             "event handlers running (RFQs being priced or sent, confirms, deletes)",
             s.tasks_in_flight,
+        )
+        # Process-wide rather than the daemon's: output is dropped before any daemon is bound.
+        yield counter(
+            "mmbot_log_records_dropped_total",
+            "log and status lines dropped: output not keeping up, or not writable",
+            records_dropped(),
         )
         info = GaugeMetricFamily(
             "mmbot_build_info", "mmbot build: version and Python", labels=["version", "python"]

@@ -31,6 +31,7 @@ from mmbot.engine import Engine
 from mmbot.journal import Journal, JournalError
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
+from mmbot.logs import flush_output, output_writer
 from mmbot.marketdata import MarketData
 from mmbot.observability import Metrics, MetricsServer
 from mmbot.risk import RiskBook, RiskLimits
@@ -178,8 +179,11 @@ async def run_daemon(
             installed.append(sig)
     timer = loop.call_later(duration, stop.set) if duration else None
 
+    status_out = output_writer(stream_out)
+
     def say(line: str) -> None:
-        print(line, file=stream_out, flush=True)
+        # Queued, not printed: a stdout nobody reads must not stall the event loop.
+        status_out.write(line + "\n")
 
     metrics = Metrics()
     server = MetricsServer(metrics, settings.metrics) if settings.metrics.enabled else None
@@ -253,3 +257,6 @@ async def run_daemon(
             timer.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
+        # The summary and the last log lines get a bounded time to go out, waited for off
+        # the loop; a consumer that never reads costs at most that.
+        await asyncio.to_thread(flush_output)

@@ -18,6 +18,7 @@ from mmbot.logs import (
     REDACTED_PRIVATE_KEY,
     clear_registered_secrets,
     configure_logging,
+    flush_output,
     get_logger,
     log_context,
     redact_event,
@@ -47,14 +48,27 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     clear_registered_secrets()
 
 
+class DrainedStringIO(io.StringIO):
+    """An in-memory log destination whose contents include every line already logged.
+
+    Lines reach a stream from a writer thread, so a read first waits for it to catch up.
+    """
+
+    def getvalue(self) -> str:
+        """Wait for the writer threads to catch up, then return the contents."""
+        assert flush_output(), "the log writer did not drain"
+        return super().getvalue()
+
+
 @pytest.fixture
 def stream() -> io.StringIO:
     """Return an in-memory log destination."""
-    return io.StringIO()
+    return DrainedStringIO()
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
     """Parse every line written to ``stream`` as one JSON object."""
+    assert flush_output(), "the log writer did not drain"
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
 
