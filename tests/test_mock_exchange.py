@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -22,8 +23,10 @@ from mmbot.mock.exchange import (
     ExchangeEvent,
     MockApiError,
     User,
+    market_wire,
+    partial_fill_size,
 )
-from mmbot.mock.sim import CENT_GRID, SimMarket, generate_markets
+from mmbot.mock.sim import CENT_GRID, COMBO_EXCHANGE_INDEX, SimMarket, generate_markets
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -173,9 +176,12 @@ def test_rfq_events_are_public_and_anonymous_on_creation() -> None:
     rfq_id = w.rfq()
     (created,) = w.events
     assert created.type == "rfq_created"
-    assert list(created.messages) == [None]  # every subscriber
+    # Every subscriber, and the creator (which sees its own id, per the newer page).
+    assert list(created.messages) == [None, w.requester.user_id]
     assert created.messages[None]["creator_id"] == ""
+    assert created.messages[w.requester.user_id]["creator_id"] == w.requester.communications_id
     assert created.messages[None]["contracts_fp"] == "10.00"
+    assert created.rfq_creator == w.requester.user_id
     w.exchange.delete_rfq(w.requester, rfq_id)
     deleted = w.events[-1]
     assert (deleted.type, list(deleted.messages)) == ("rfq_deleted", [None])
@@ -561,3 +567,300 @@ def test_opposite_positions_net_off_and_realise_pnl() -> None:
     assert w.maker.balance == w.exchange.starting_balance - Decimal("4.00") - Decimal(
         "2.20"
     ) + Decimal(4)
+
+
+# ----------------------------------------------------------------------------- current schema
+
+
+def test_target_cost_rfq_events_report_zero_contracts_like_the_rest_view() -> None:
+    w = World()
+    rfq_id = w.rfq(target_cost_dollars="50.00")
+    rest_view = w.exchange.rfq(rfq_id).wire(w.maker)
+    w.exchange.delete_rfq(w.requester, rfq_id)
+    created, deleted = w.events[0].messages[None], w.events[-1].messages[None]
+    for msg in (created, deleted, rest_view):
+        assert (msg["contracts_fp"], msg["target_cost_dollars"]) == ("0.00", "50.0000")
+
+
+def test_quote_events_carry_each_partys_own_subaccount_only() -> None:
+    w = World()
+    body = {"market_ticker": w.market().ticker, "contracts_fp": "5", "rest_remainder": False}
+    rfq = w.exchange.create_rfq(w.requester, {**body, "subaccount": 2})
+    quote = w.exchange.create_quote(
+        w.maker,
+        {
+            "rfq_id": rfq.id,
+            "yes_bid": "0.40",
+            "no_bid": "0",
+            "rest_remainder": False,
+            "subaccount": 7,
+        },
+    )
+    w.exchange.accept_quote(w.requester, quote.id, {"accepted_side": "yes"})
+    w.exchange.confirm_quote(w.maker, quote.id)
+    w.scheduler.advance(20)
+    for kind in ("quote_created", "quote_accepted", "quote_executed"):
+        event = next(e for e in w.events if e.type == kind)
+        assert event.messages[w.maker.user_id]["subaccount"] == 7, kind
+        assert event.messages[w.requester.user_id]["subaccount"] == 2, kind
+    (fill,), _ = w.exchange.list_fills(w.maker, {})
+    assert fill.wire()["subaccount_number"] == 7
+    assert w.exchange.list_fills(w.maker, {"subaccount": "0"})[0] == []
+    plain = World()
+    quote_id = plain.quote(plain.rfq())
+    created = next(e for e in plain.events if e.type == "quote_created")
+    assert all("subaccount" not in msg for msg in created.messages.values())
+    assert plain.exchange.quotes[quote_id].wire(plain.maker).get("creator_subaccount") is None
+
+
+def test_order_ids_on_quotes_are_private_to_their_party() -> None:
+    w = World()
+    quote_id = w.quote(w.rfq(contracts_fp="3"))
+    quote = w.exchange.quotes[quote_id]
+    for viewer in (w.maker, w.requester):
+        view = quote.wire(viewer)
+        assert "creator_order_id" not in view
+        assert "rfq_creator_order_id" not in view
+    w.exchange.accept_quote(w.requester, quote_id, {"accepted_side": "yes"})
+    w.exchange.confirm_quote(w.maker, quote_id)
+    w.scheduler.advance(20)
+    maker_view, requester_view = quote.wire(w.maker), quote.wire(w.requester)
+    assert maker_view["creator_order_id"] == quote.creator_order_id
+    assert "rfq_creator_order_id" not in maker_view
+    assert requester_view["rfq_creator_order_id"] == quote.rfq_creator_order_id
+    assert "creator_order_id" not in requester_view
+    # The documented way to find one's fills: by that order id.
+    (fill,), _ = w.exchange.list_fills(w.maker, {"order_id": maker_view["creator_order_id"]})
+    assert fill.count == Decimal(3)
+
+
+def test_markets_carry_shard_and_settlement_bounds() -> None:
+    w = World(markets=16)
+    standard, combo = w.market(), next(m for m in w.markets if m.is_combo)
+    assert market_wire(standard, START)["exchange_index"] == 0
+    assert market_wire(combo, START)["exchange_index"] == COMBO_EXCHANGE_INDEX
+    body = market_wire(standard, START)
+    assert body["settlement_bounds_type"] == "default"
+    assert "settlement_floor_dollars" not in body
+    floored = dataclasses.replace(standard, settlement_floor=Decimal("0.30"))
+    body = market_wire(floored, START)
+    assert (body["settlement_bounds_type"], body["settlement_floor_dollars"]) == (
+        "floor",
+        "0.3000",
+    )
+    status = w.exchange.status_wire()
+    assert [s["exchange_index"] for s in status["exchange_index_statuses"]] == [0, 1]
+    assert status["intra_exchange_transfers_active"] is True
+
+
+# ----------------------------------------------------------------------------- partial fills
+
+
+@pytest.mark.parametrize(
+    ("size", "filled"),
+    [("10", "5"), ("7", "3"), ("3", "1"), ("2", "1"), ("1", "1"), ("2.5", "1"), ("0.5", "0.5")],
+)
+def test_partial_fill_size_is_half_in_whole_contracts_at_least_one(size: str, filled: str) -> None:
+    assert partial_fill_size(Decimal(size)) == Decimal(filled)
+
+
+def execute(w: World, quote_id: str, side: str = "yes", contracts: Decimal | None = None) -> None:
+    w.exchange.accept_quote(w.requester, quote_id, {"accepted_side": side}, contracts=contracts)
+    w.exchange.confirm_quote(w.maker, quote_id)
+    w.scheduler.advance(20)
+
+
+def test_a_partial_fill_moves_only_the_filled_part() -> None:
+    w = World()
+    w.exchange.partial_fill = lambda: True
+    quote_id = w.quote(w.rfq(contracts_fp="10"), "0.40", "0.55")
+    execute(w, quote_id)
+    quote = w.exchange.quotes[quote_id]
+    assert quote.status == "executed"
+    assert quote.contracts_accepted == Decimal(10)  # the record keeps what was accepted
+    maker_query = {"order_id": quote.creator_order_id or ""}
+    (maker_fill,), _ = w.exchange.list_fills(w.maker, maker_query)
+    (req_fill,), _ = w.exchange.list_fills(w.requester, {})
+    assert maker_fill.count == req_fill.count == Decimal(5)
+    assert w.maker.balance == w.exchange.starting_balance - Decimal("2.00")
+    assert w.requester.balance == w.exchange.starting_balance - Decimal("3.00")
+    (position,), _, _ = w.exchange.list_positions(w.maker, {})
+    assert position.contracts == Decimal(5)
+    # Neither party asked to rest: the unfilled part is cancelled, nothing rests.
+    maker_order = w.exchange.orders[quote.creator_order_id or ""]
+    assert (maker_order.filled, maker_order.status) == (Decimal(5), "cancelled")
+    assert w.exchange.resting_orders() == []
+
+
+def test_a_one_contract_trade_fills_whole_even_when_partial() -> None:
+    w = World()
+    w.exchange.partial_fill = lambda: True
+    quote_id = w.quote(w.rfq(contracts_fp="1"))
+    execute(w, quote_id)
+    (fill,), _ = w.exchange.list_fills(w.maker, {})
+    assert fill.count == Decimal(1)
+    order_id = w.exchange.quotes[quote_id].creator_order_id or ""
+    assert w.exchange.orders[order_id].status == "executed"
+
+
+def test_rest_remainder_rests_the_unaccepted_part_of_the_offer() -> None:
+    w = World()
+    rfq_id = w.rfq(contracts_fp="10")
+    body = {"rfq_id": rfq_id, "yes_bid": "0.40", "no_bid": "0.55", "rest_remainder": True}
+    quote = w.exchange.create_quote(w.maker, body)
+    execute(w, quote.id, "no", contracts=Decimal(4))
+    assert quote.creator_order_id is not None
+    order = w.exchange.orders[quote.creator_order_id]
+    assert (order.user, order.side, order.price) == (w.maker, "no", Decimal("0.55"))
+    assert (order.initial, order.filled, order.remaining) == (Decimal(10), Decimal(4), Decimal(6))
+    assert order.status == "resting"
+    assert w.exchange.resting_orders(quote.rfq.market) == [order]
+    # The requester accepted 4 and got 4: its order is done.
+    assert w.exchange.orders[quote.rfq_creator_order_id or ""].status == "executed"
+    assert w.exchange.positions[(w.maker.user_id, quote.rfq.market.ticker)].contracts == -4
+
+    with rejects(404, "resting order"):
+        w.exchange.cancel_order(w.requester, order.id)
+    w.exchange.fill_resting_order(order.id, Decimal(2))
+    assert (order.filled, order.remaining, order.status) == (Decimal(6), Decimal(4), "resting")
+    assert w.exchange.positions[(w.maker.user_id, quote.rfq.market.ticker)].contracts == -6
+    fills, _ = w.exchange.list_fills(w.maker, {"order_id": order.id})
+    assert sorted(f.count for f in fills) == [Decimal(2), Decimal(4)]
+    assert w.exchange.cancel_order(w.maker, order.id).status == "cancelled"
+    assert order.remaining == 0
+    assert w.exchange.resting_orders() == []
+    with rejects(404, "resting order"):
+        w.exchange.cancel_order(w.maker, order.id)
+
+
+def test_a_partial_fill_rests_the_rest_for_whoever_asked() -> None:
+    w = World()
+    w.exchange.partial_fill = lambda: True
+    rfq_id = w.rfq(contracts_fp="10", rest_remainder=True)
+    body = {"rfq_id": rfq_id, "yes_bid": "0.40", "no_bid": "0.55", "rest_remainder": True}
+    quote = w.exchange.create_quote(w.maker, body)
+    execute(w, quote.id)
+    maker_order = w.exchange.orders[quote.creator_order_id or ""]
+    requester_order = w.exchange.orders[quote.rfq_creator_order_id or ""]
+    assert (maker_order.remaining, maker_order.status) == (Decimal(5), "resting")
+    assert (requester_order.side, requester_order.price) == ("no", Decimal("0.60"))
+    assert (requester_order.remaining, requester_order.status) == (Decimal(5), "resting")
+
+
+def test_fills_can_be_listed_late_while_positions_move_at_once() -> None:
+    w = World()
+    w.exchange.fill_listing_delay = lambda: 30.0
+    quote_id = w.quote(w.rfq(contracts_fp="2"))
+    execute(w, quote_id)  # executes 15 s in, then 5 s more pass
+    assert len(w.exchange.fills) == 2
+    assert w.exchange.list_fills(w.maker, {})[0] == []
+    (position,), _, _ = w.exchange.list_positions(w.maker, {})
+    assert position.contracts == Decimal(2)
+    w.scheduler.advance(24.9)
+    assert w.exchange.list_fills(w.maker, {})[0] == []
+    w.scheduler.advance(0.1)
+    (fill,), _ = w.exchange.list_fills(w.maker, {})
+    assert fill.order_id == w.exchange.quotes[quote_id].creator_order_id
+
+
+# ----------------------------------------------------------------------------- settlement
+
+
+def test_settlement_pays_winners_books_pnl_and_closes_the_market() -> None:
+    w = World()
+    market = w.market()
+    traded = w.quote(w.rfq(contracts_fp="10"), "0.40", "0.55")
+    execute(w, traded)  # maker +10 YES at 0.40, requester 10 NO at 0.60
+    rest_body = {
+        "rfq_id": w.rfq(contracts_fp="10"),
+        "yes_bid": "0.40",
+        "no_bid": "0",
+        "rest_remainder": True,
+    }
+    resting_quote = w.exchange.create_quote(w.maker, rest_body)
+    execute(w, resting_quote.id, contracts=Decimal(1))
+    open_rfq = w.rfq(contracts_fp="3")
+    pending = w.quote(open_rfq)
+    maker_cash, requester_cash = w.maker.balance, w.requester.balance
+    w.events.clear()
+
+    paid = w.exchange.settle_market(market.ticker, "yes")
+
+    assert len(paid) == 2
+    assert w.maker.balance == maker_cash + 11  # 11 YES contracts pay $1 each
+    assert w.requester.balance == requester_cash  # NO lost
+    maker_pos = w.exchange.positions[(w.maker.user_id, market.ticker)]
+    requester_pos = w.exchange.positions[(w.requester.user_id, market.ticker)]
+    assert (maker_pos.contracts, maker_pos.cost) == (Decimal(0), Decimal(0))
+    assert maker_pos.realized_pnl == Decimal(11) - Decimal("4.40")
+    assert requester_pos.realized_pnl == Decimal("-6.60")
+    assert maker_pos.settlement_payout == Decimal(11)
+    assert [e.type for e in w.events] == ["rfq_deleted"]
+    assert w.exchange.rfq(open_rfq).cancellation_reason == "market settled"
+    assert w.exchange.quotes[pending].status == "cancelled"
+    assert w.exchange.resting_orders() == []
+    body = market_wire(market, w.scheduler.clock())
+    assert (body["status"], body["result"], body["settlement_value_dollars"]) == (
+        "finalized",
+        "yes",
+        "1.0000",
+    )
+    assert body["settlement_ts"] == "2026-11-21T12:00:40Z"  # two trades, 20 s each
+    # get-positions.md has no settlement filter: the flat position stays listed, with its
+    # realised P&L, and only count_filter=position drops it.
+    listed, events, _ = w.exchange.list_positions(w.maker, {})
+    assert [p.wire()["position_fp"] for p in listed] == ["0.00"]
+    assert events[0]["realized_pnl_dollars"] == "6.6000"
+    assert w.exchange.list_positions(w.maker, {"count_filter": "position"})[0] == []
+    assert w.exchange.balance_wire(w.maker)["portfolio_value"] == 0
+
+    with rejects(400, "settled", code="MARKET_INACTIVE"):
+        w.rfq(contracts_fp="1")
+    with rejects(400, "already settled"):
+        w.exchange.settle_market(market.ticker, "no")
+    with rejects(400, "result"):
+        w.exchange.settle_market(w.markets[1].ticker, "maybe")
+    with rejects(404, "not found"):
+        w.exchange.settle_market("NOPE", "no")
+
+
+def test_settling_no_pays_the_no_side_and_voids_a_confirmed_quote() -> None:
+    w = World()
+    market = w.market()
+    execute(w, w.quote(w.rfq(contracts_fp="4"), "0.40", "0.55"))
+    confirmed = w.quote(w.rfq(contracts_fp="2"), "0.40", "0.55")
+    w.exchange.accept_quote(w.requester, confirmed, {"accepted_side": "yes"})
+    w.exchange.confirm_quote(w.maker, confirmed)
+    requester_cash = w.requester.balance
+    w.exchange.settle_market(market.ticker, "no")
+    assert w.requester.balance == requester_cash + 4
+    assert w.exchange.quotes[confirmed].status == "cancelled"
+    w.scheduler.advance(60)  # the execution timer it had finds nothing to execute
+    assert len(w.exchange.fills) == 2
+    assert market_wire(market, w.scheduler.clock())["settlement_value_dollars"] == "0.0000"
+
+
+def test_the_makers_client_order_id_has_the_documented_format() -> None:
+    w = World()
+    quote_id = w.quote(w.rfq(contracts_fp="2"))
+    execute(w, quote_id)
+    executed = next(e for e in w.events if e.type == "quote_executed")
+    prefix, digest, suffix = executed.messages[w.maker.user_id]["client_order_id"].split(":")
+    assert (prefix, len(digest), suffix) == ("quote", 8, quote_id)
+    assert executed.messages[w.requester.user_id]["client_order_id"]
+
+
+def test_fills_and_positions_filter_by_exchange_index() -> None:
+    w = World(markets=16)
+    combo = next(m for m in w.markets if m.is_combo and m.grid == CENT_GRID)
+    execute(w, w.quote(w.rfq(contracts_fp="2")))
+    execute(w, w.quote(w.rfq(market_ticker=combo.ticker, contracts_fp="3"), "0.05", "0.90"))
+    for shard, ticker in ((0, w.market().ticker), (COMBO_EXCHANGE_INDEX, combo.ticker)):
+        query = {"exchange_index": str(shard)}
+        fills, _ = w.exchange.list_fills(w.maker, query)
+        positions, _, _ = w.exchange.list_positions(w.maker, query)
+        assert [f.market.ticker for f in fills] == [ticker]
+        assert [p.wire()["exchange_index"] for p in positions] == [shard]
+        assert fills[0].wire()["exchange_index"] == shard
+    with rejects(400, "exchange_index"):
+        w.exchange.list_fills(w.maker, {"exchange_index": "x"})

@@ -37,6 +37,7 @@ from mmbot.kalshi.models import (
     QuoteExecuted,
     RfqCreated,
     RfqDeleted,
+    UnknownMessage,
 )
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.mock.driver import partial_contracts
@@ -44,6 +45,7 @@ from mmbot.mock.exchange import ExchangeEvent
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import CENT_GRID, SimMarket
 from tests.conftest import KEY_ID, TestKey
+from tests.polling import eventually
 from tests.streams import consuming_mock
 
 MAKER_KEY_ID = "maker-key-7c41"
@@ -644,3 +646,148 @@ def test_cli_accepts_public_and_private_key_files(tmp_path: Path, rsa_key: TestK
         )
     )
     assert isinstance(load_public_key(raw), ed25519.Ed25519PublicKey)
+
+
+# ----------------------------------------------------------------------------- settlement
+
+
+async def trade_over_rest(
+    mock: MockExchange,
+    requester: KalshiRestClient,
+    maker: KalshiRestClient,
+    market: SimMarket,
+    contracts: str,
+) -> str:
+    """One full RFQ trade on ``market``: the maker buys YES at its bid; returns the quote id."""
+    rfq_id = await requester.create_rfq(market.ticker, contracts=contracts)
+    quote_id = await maker.create_quote(rfq_id, market.yes_bid(), "0", post_only=False)
+    await requester.accept_quote(quote_id, "yes", rfq_id=rfq_id)
+    await maker.confirm_quote(quote_id, rfq_id=rfq_id)
+    await eventually(lambda: mock.exchange.quotes[quote_id].status == "executed", "the execution")
+    return quote_id
+
+
+async def test_settle_pays_out_closes_rfqs_and_finalizes_the_market(
+    mock: MockExchange, rsa_key: TestKey, ed25519_key: TestKey
+) -> None:
+    market = standard_market(mock)
+    yes_bid = market.yes_bid()
+    requester_signer, maker_signer = rsa_key.signer(), ed25519_key.signer(MAKER_KEY_ID)
+    async with (
+        rest(mock, requester_signer) as requester,
+        rest(mock, maker_signer) as maker,
+        consuming_mock(mock, maker_signer) as maker_ws,
+        httpx.AsyncClient(headers=mock.control_headers) as control,
+    ):
+        await trade_over_rest(mock, requester, maker, market, "10")
+        still_open = await requester.create_rfq(market.ticker, contracts="2")
+        before = (await maker.get_balance()).balance_dollars
+        while True:  # skip the trade's own events
+            created = await maker_ws.next_of(RfqCreated)
+            if created.msg.id == still_open:
+                break
+
+        for bad in (
+            {"market_ticker": "NOPE", "result": "yes"},
+            {"market_ticker": market.ticker, "result": "maybe"},
+            {"market_ticker": market.ticker},
+        ):
+            response = await control.post(control_url(mock, "settle"), json=bad)
+            assert response.status_code == 400, bad
+        response = await control.post(
+            control_url(mock, "settle"), json={"market_ticker": market.ticker, "result": "yes"}
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["positions_settled"] == 2
+        assert (answer["market"]["status"], answer["market"]["result"]) == ("finalized", "yes")
+
+        deleted = await maker_ws.next_of(RfqDeleted)
+        assert deleted.msg.id == still_open
+        assert (await requester.get_rfq(still_open)).status == "closed"
+        settled = await maker.get_market(market.ticker)
+        assert (settled.status, settled.result) == ("finalized", "yes")
+        assert (await maker.get_balance()).balance_dollars == before + 10
+        (position,) = (await maker.list_positions()).market_positions
+        assert position.position_fp == 0
+        assert position.realized_pnl_dollars == 10 - yes_bid * 10
+        assert (await maker.list_positions(count_filter="position")).market_positions == []
+        listed = await maker.list_markets(status="settled")
+        assert [m.ticker for m in listed.items] == [market.ticker]
+        with pytest.raises(BadRequestError):
+            await requester.create_rfq(market.ticker, contracts="1")
+        again = await control.post(
+            control_url(mock, "settle"), json={"market_ticker": market.ticker, "result": "no"}
+        )
+        assert again.status_code == 400
+        state = (await control.get(control_url(mock, "state"))).json()
+        assert state["settled_markets"] == [market.ticker]
+    # The Python entry point does the same.
+    other = standard_market(mock, skip=1)
+    assert mock.settle(other.ticker, "no")["market"]["result"] == "no"
+
+
+async def test_settled_time_filters_on_markets(mock: MockExchange) -> None:
+    market = standard_market(mock)
+    mock.settle(market.ticker, "no")
+    stamp = int(market.settled_time.timestamp()) if market.settled_time else 0
+    async with httpx.AsyncClient() as http:
+        body = (
+            await http.get(mock.rest_url + "/markets", params={"min_settled_ts": stamp - 1})
+        ).json()
+        assert [m["ticker"] for m in body["markets"]] == [market.ticker]
+        assert body["markets"][0]["settlement_value_dollars"] == "0.0000"
+        body = (
+            await http.get(mock.rest_url + "/markets", params={"max_settled_ts": stamp - 1})
+        ).json()
+        assert body["markets"] == []
+
+
+# ----------------------------------------------------------------------------- frame injection
+
+
+async def test_injected_frames_reach_every_subscriber_or_one_user(
+    mock: MockExchange, rsa_key: TestKey, ed25519_key: TestKey
+) -> None:
+    requester_signer, maker_signer = rsa_key.signer(), ed25519_key.signer(MAKER_KEY_ID)
+    maker = next(u for u in mock.exchange.users.values() if u.key_id == MAKER_KEY_ID)
+    stranger = mock.exchange.add_user(key_id="nobody")
+    hostile = {
+        "type": "quote_accepted",
+        "msg": {
+            "quote_id": "q-forged",
+            "rfq_id": "r-forged",
+            "quote_creator_id": stranger.communications_id,  # another maker's quote
+            "rfq_creator_id": "comm_x",
+            "market_ticker": standard_market(mock).ticker,
+            "yes_bid_dollars": "0.4000",
+            "no_bid_dollars": "0.5000",
+            "accepted_side": "yes",
+            "contracts_accepted_fp": "5.00",
+        },
+    }
+    async with (
+        consuming_mock(mock, requester_signer) as requester_ws,
+        consuming_mock(mock, maker_signer) as maker_ws,
+        httpx.AsyncClient(headers=mock.control_headers) as control,
+    ):
+        response = await control.post(
+            control_url(mock, "frames"), json={**hostile, "to_user_id": maker.user_id}
+        )
+        assert response.json() == {"sent": 1}
+        forged = await maker_ws.next_of(QuoteAccepted)
+        assert forged.msg.quote_creator_id == stranger.communications_id
+        assert forged.sid is not None  # filled in from the subscription
+
+        # To everyone, and from Python; a frame that names its sid keeps it.
+        assert mock.inject_frame({"type": "mystery", "sid": 99, "msg": {}}) == 2
+        assert mock.stats.injected_frames == 3
+        assert mock.inject_frame(hostile, maker) == 1
+        # The requester got only the mystery frame, exactly as given.
+        seen = await requester_ws.next()
+        assert isinstance(seen, UnknownMessage)
+        assert seen.raw == {"type": "mystery", "sid": 99, "msg": {}}
+        bad = await control.post(
+            control_url(mock, "frames"), json={**hostile, "to_user_id": "no-such-user"}
+        )
+        assert bad.status_code == 400

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mmbot.kalshi.auth import Signer
+from mmbot.kalshi.models import parse_message
 from mmbot.mock.exchange import User
 from mmbot.mock.faults import FaultConfig
 from mmbot.mock.server import MockConfig, MockExchange, shard_of
@@ -70,12 +71,19 @@ async def send(ws: aiohttp.ClientWebSocketResponse, command: Any) -> None:
 
 
 async def recv(ws: aiohttp.ClientWebSocketResponse, within: float = 2.0) -> dict[str, Any]:
-    """The next text frame as JSON (control frames are skipped)."""
+    """The next text frame as JSON, less its ``sending_ts_ms`` (control frames are skipped).
+
+    Every frame the mock sends must carry ``sending_ts_ms``, an integer in milliseconds;
+    it is checked and removed here so tests can compare the rest exactly.
+    """
     async with asyncio.timeout(within):
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.TEXT:
                 data: dict[str, Any] = orjson.loads(msg.data)
+                sent_ms = data.pop("sending_ts_ms", None)
+                assert type(sent_ms) is int, data
+                assert sent_ms > 0, data
                 return data
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 raise AssertionError(f"connection closed: {msg.data!r} {msg.extra!r}")
@@ -491,3 +499,80 @@ async def test_drop_ws_closes_every_connection(
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
         await ws.close()
     assert mock.ws_connection_count == 0
+
+
+# ----------------------------------------------------------------------------- envelopes
+
+
+async def test_events_carry_a_per_subscription_seq_and_the_send_time(
+    mock: MockExchange, session: aiohttp.ClientSession, rsa_key: TestKey
+) -> None:
+    ws = await connect(session, mock, rsa_key.signer())
+    async with closing(ws):
+        sid = await subscribe(ws)
+        user = users(mock, KEY_ID)
+        for market in markets(mock)[:3]:
+            mock.exchange.create_rfq(
+                user, {"market_ticker": market.ticker, "contracts_fp": "1", "rest_remainder": False}
+            )
+        # recv() has already checked and removed each frame's sending_ts_ms.
+        frames = [await recv(ws) for _ in range(3)]
+        assert [(f["sid"], f["seq"]) for f in frames] == [(sid, 1), (sid, 2), (sid, 3)]
+        await send(ws, {"id": 5, "cmd": "unsubscribe", "params": {"sids": [sid]}})
+        assert (await recv(ws))["seq"] == 4
+
+
+async def test_every_frame_is_stamped_with_the_exchange_send_time(
+    mock: MockExchange, session: aiohttp.ClientSession, rsa_key: TestKey
+) -> None:
+    ws = await connect(session, mock, rsa_key.signer())
+    async with closing(ws):
+        before_ms = time.time_ns() // 1_000_000
+        await send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["communications"]}})
+        await send(ws, {"id": 2, "cmd": "no_such_command"})
+        await send(ws, {"id": 3, "cmd": "list_subscriptions"})
+        stamps = []
+        for _ in range(3):
+            async with asyncio.timeout(2):
+                msg = await ws.receive()
+            frame = orjson.loads(msg.data)
+            stamps.append(frame["sending_ts_ms"])
+            # Our own client's parser reads the stamped frame and ignores the stamp.
+            assert parse_message(msg.data).type == frame["type"]
+        assert stamps == sorted(stamps)
+        assert stamps[0] >= before_ms
+
+
+async def test_user_filter_self_keeps_only_ones_own_rfqs(
+    mock: MockExchange, session: aiohttp.ClientSession, rsa_key: TestKey, ed25519_key: TestKey
+) -> None:
+    mine = await connect(session, mock, rsa_key.signer())
+    everyone = await connect(session, mock, ed25519_key.signer(MAKER_KEY_ID))
+    async with closing(mine), closing(everyone):
+        await send(
+            mine,
+            {
+                "id": 1,
+                "cmd": "subscribe",
+                "params": {"channels": ["communications"], "user_filter": "bogus"},
+            },
+        )
+        assert (await recv(mine))["msg"]["code"] == 11
+        await subscribe(mine, user_filter="self")
+        await subscribe(everyone, user_filter="")
+        me, other = users(mock, KEY_ID), users(mock, MAKER_KEY_ID)
+        first, second = markets(mock)[:2]
+        body = {"contracts_fp": "1", "rest_remainder": False}
+        theirs = mock.exchange.create_rfq(other, {**body, "market_ticker": first.ticker})
+        own = mock.exchange.create_rfq(me, {**body, "market_ticker": second.ticker})
+        got = await recv(mine)
+        assert (got["type"], got["msg"]["id"]) == ("rfq_created", own.id)
+        # The creator sees its own communications id; others see the anonymous "".
+        assert got["msg"]["creator_id"] == me.communications_id
+        seen = [await recv(everyone) for _ in range(2)]
+        assert [f["msg"]["id"] for f in seen] == [theirs.id, own.id]
+        assert [f["msg"]["creator_id"] for f in seen] == [other.communications_id, ""]
+        # Quote events are unchanged by the filter.
+        quote = mock.exchange.create_quote(me, quote_body(first, theirs.id))
+        got = await recv(mine)
+        assert (got["type"], got["msg"]["quote_id"]) == ("quote_created", quote.id)

@@ -4,7 +4,8 @@ Three activities run while the mock exchange serves:
 
 * arrivals: an :class:`~mmbot.mock.sim.RfqStream` yields ``(gap, plan)`` pairs; after
   each gap the plan's simulated requester creates its RFQ (unless it already has an open
-  RFQ on that market or the market has closed: those plans are counted and skipped);
+  RFQ on that market or the market has closed or settled: those plans are counted and
+  skipped);
 * the market walk: every ``step_interval_seconds`` each market's hidden fair value takes
   one random-walk step, from its own seeded generator;
 * requesters: each simulated RFQ waits for quotes. The first ``quote_created`` schedules
@@ -214,7 +215,7 @@ class SimulationDriver:
             self.stats.create_errors += 1
             log.warning("mock_plan_unknown", requester=plan.requester, market=plan.market_ticker)
             return None
-        if market.close_time <= self.exchange.clock():
+        if market.settled or market.close_time <= self.exchange.clock():
             self.stats.skipped_closed_market += 1
             return None
         if any(r.market is market for r in self.exchange.open_rfqs_of(requester)):

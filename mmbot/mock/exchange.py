@@ -17,7 +17,15 @@ Rules, from Kalshi's RFQ documentation:
   Markets); an unconfirmed acceptance is voided when it closes;
 * confirming starts the execution timer (15 s, 1 s on HVM); when it ends, the
   trade executes: orders and fills are recorded, positions and balances move,
-  both parties get ``quote_executed`` and the RFQ closes.
+  both parties get ``quote_executed`` and the RFQ closes;
+* an execution may fill only part of the accepted size (the ``partial_fill`` hook,
+  driven by the server's ``partial_fill_fraction`` fault); the part of a
+  ``rest_remainder`` quote's offer that did not trade rests as the maker's order
+  (:class:`OrderRecord`), and the part of a ``rest_remainder`` RFQ's accepted size a
+  partial fill left over rests as the requester's;
+* settling a market (:meth:`Exchange.settle_market`) closes its open RFQs, cancels
+  its pending quotes and resting orders, pays $1 per winning contract and books the
+  realised P&L on each position, which stays listed with a zero position.
 
 Windows and timers are multiplied by ``time_scale`` so tests can run them fast.
 
@@ -34,7 +42,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -47,8 +55,11 @@ __all__ = [
     "Exchange",
     "ExchangeEvent",
     "MockApiError",
+    "OrderRecord",
     "Scheduler",
     "User",
+    "market_status",
+    "partial_fill_size",
 ]
 
 Side = Literal["yes", "no"]
@@ -220,18 +231,22 @@ class RfqRecord:
                 out["creator_subaccount"] = self.subaccount
         return out
 
-    def event_msg(self, kind: Literal["rfq_created", "rfq_deleted"]) -> dict[str, Any]:
-        """The ``msg`` of an ``rfq_created`` / ``rfq_deleted`` event."""
+    def event_msg(
+        self, kind: Literal["rfq_created", "rfq_deleted"], *, for_creator: bool = False
+    ) -> dict[str, Any]:
+        """The ``msg`` of an ``rfq_created`` / ``rfq_deleted`` event (``for_creator``: its own)."""
+        # The older page documents creator_id as "currently empty for rfq_created events",
+        # so requesters stay anonymous until they deal; the newer one says the creator sees
+        # its own id.
+        anonymous = kind == "rfq_created" and not for_creator
         out: dict[str, Any] = {
             "id": self.id,
-            # Documented as "currently empty for rfq_created events": requesters stay anonymous
-            # until they deal.
-            "creator_id": "" if kind == "rfq_created" else self.creator.communications_id,
+            "creator_id": "" if anonymous else self.creator.communications_id,
             "market_ticker": self.market.ticker,
             "event_ticker": self.market.event_ticker,
+            # Like the REST RFQ: "0.00" when the RFQ is sized by target cost.
+            "contracts_fp": wire_count(self.contracts or _ZERO),
         }
-        if self.contracts is not None:
-            out["contracts_fp"] = wire_count(self.contracts)
         if self.target_cost is not None:
             out["target_cost_dollars"] = wire_dollars(self.target_cost)
         if kind == "rfq_created":
@@ -361,13 +376,16 @@ class FillRecord:
     yes_price: Decimal
     is_taker: bool
     created: datetime
+    #: When the fill starts to appear in ``GET /portfolio/fills`` (a fault can delay it).
+    visible_at: datetime
+    subaccount: int | None = None
 
     def wire(self) -> dict[str, Any]:
         """The ``Fill`` schema."""
         return {
             "fill_id": self.fill_id,
             "trade_id": self.fill_id,
-            "exchange_index": 0,
+            "exchange_index": self.market.exchange_index,
             "order_id": self.order_id,
             "ticker": self.market.ticker,
             "market_ticker": self.market.ticker,
@@ -382,6 +400,7 @@ class FillRecord:
             "fee_cost": wire_dollars(_ZERO),
             "created_time": wire_ts(self.created),
             "ts": int(self.created.timestamp()),
+            "subaccount_number": self.subaccount or 0,
         }
 
 
@@ -397,12 +416,15 @@ class PositionRecord:
     total_traded: Decimal = _ZERO
     realized_pnl: Decimal = _ZERO
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Set when the market settled: what the position paid out, and when.
+    settled_time: datetime | None = None
+    settlement_payout: Decimal | None = None
 
     def wire(self) -> dict[str, Any]:
         """The ``MarketPosition`` schema."""
         return {
             "ticker": self.market.ticker,
-            "exchange_index": 0,
+            "exchange_index": self.market.exchange_index,
             "total_traded_dollars": wire_dollars(self.total_traded),
             "position_fp": wire_count(self.contracts),
             "market_exposure_dollars": wire_dollars(self.cost),
@@ -412,17 +434,67 @@ class PositionRecord:
         }
 
 
+OrderStatus = Literal["resting", "cancelled", "executed"]
+
+
+@dataclass(eq=False)
+class OrderRecord:
+    """An order an RFQ execution placed: filled at once, and resting for what did not trade.
+
+    ``side`` is the outcome the order buys and ``price`` what it pays per contract of it.
+    Nothing on the mock's simulated book trades against a resting order on its own; tests
+    fill one with :meth:`Exchange.fill_resting_order` or cancel it with
+    :meth:`Exchange.cancel_order`.
+    """
+
+    id: str
+    seq: int
+    user: User
+    market: SimMarket
+    side: Side
+    price: Decimal
+    #: Contracts the order was placed for: what traded plus what rests.
+    initial: Decimal
+    filled: Decimal
+    remaining: Decimal
+    status: OrderStatus
+    created: datetime
+    updated: datetime
+    client_order_id: str
+    quote_id: str | None = None
+    subaccount: int | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The order as JSON-ready data (for the control endpoints and logs)."""
+        return {
+            "order_id": self.id,
+            "user_id": self.user.user_id,
+            "market_ticker": self.market.ticker,
+            "side": self.side,
+            "price_dollars": wire_dollars(self.price),
+            "initial_count_fp": wire_count(self.initial),
+            "fill_count_fp": wire_count(self.filled),
+            "remaining_count_fp": wire_count(self.remaining),
+            "status": self.status,
+            "client_order_id": self.client_order_id,
+            "quote_id": self.quote_id,
+        }
+
+
 @dataclass(frozen=True)
 class ExchangeEvent:
     """A ``communications`` event to publish.
 
     ``messages`` maps a recipient's user id to its own ``msg`` (``quote_executed`` differs
     per party); the key ``None`` means "every subscriber" (RFQ events are public).
+    ``rfq_creator`` is the user id of the RFQ's creator, for subscriptions that asked for
+    their own RFQs only (``user_filter: "self"``).
     """
 
     type: str
     rfq_id: str
     messages: Mapping[str | None, dict[str, Any]]
+    rfq_creator: str | None = None
 
 
 T = TypeVar("T")
@@ -487,9 +559,15 @@ class Exchange:
         self.quotes: dict[str, QuoteRecord] = {}
         self.fills: list[FillRecord] = []
         self.positions: dict[tuple[str, str], PositionRecord] = {}
+        #: Every order an execution placed, by order id (resting, executed or cancelled).
+        self.orders: dict[str, OrderRecord] = {}
         self.exchange_active = True
         self.trading_active = True
         self.listeners: list[Callable[[ExchangeEvent], None]] = []
+        #: Asked once per execution: True fills only part of it (see partial_fill_size).
+        self.partial_fill: Callable[[], bool] = lambda: False
+        #: Seconds a new fill stays out of ``GET /portfolio/fills``.
+        self.fill_listing_delay: Callable[[], float] = lambda: 0.0
         # Indexes so that per-RFQ and per-user lookups stay O(1) however many RFQs the
         # exchange has seen (the benchmark pushes millions through). Entries are filtered by
         # status when read, so a stale entry is harmless.
@@ -581,6 +659,8 @@ class Exchange:
         market = self.markets.get(ticker)
         if market is None:
             raise _bad(f"market {ticker} not found")
+        if market.settled:
+            raise _bad(f"market {ticker} has settled", code="MARKET_INACTIVE")
         if not self.trading_active:
             raise _bad("trading is paused", code="trading_paused")
 
@@ -610,7 +690,11 @@ class Exchange:
         )
         self.rfqs[rfq.id] = rfq
         self._open_rfqs.setdefault(user.user_id, {})[rfq.id] = rfq
-        self._emit(ExchangeEvent("rfq_created", rfq.id, {None: rfq.event_msg("rfq_created")}))
+        messages = {
+            None: rfq.event_msg("rfq_created"),
+            user.user_id: rfq.event_msg("rfq_created", for_creator=True),
+        }
+        self._emit(ExchangeEvent("rfq_created", rfq.id, messages, rfq_creator=user.user_id))
         return rfq
 
     @staticmethod
@@ -680,7 +764,14 @@ class Exchange:
         for quote in self.quotes_on(rfq):
             if quote is not executed and quote.status in ("open", "accepted"):
                 self._cancel_quote(quote, "RFQ closed")
-        self._emit(ExchangeEvent("rfq_deleted", rfq.id, {None: rfq.event_msg("rfq_deleted")}))
+        self._emit(
+            ExchangeEvent(
+                "rfq_deleted",
+                rfq.id,
+                {None: rfq.event_msg("rfq_deleted")},
+                rfq_creator=rfq.creator.user_id,
+            )
+        )
 
     def list_rfqs(self, user: User, query: Mapping[str, str]) -> tuple[list[RfqRecord], str]:
         """``GET /communications/rfqs`` with its filters and pagination."""
@@ -865,12 +956,12 @@ class Exchange:
         self, quote: QuoteRecord, kind: Literal["quote_created", "quote_accepted"]
     ) -> None:
         msg = quote.event_msg(kind)
-        # Only the two parties hear about a quote.
+        # Only the two parties hear about a quote, each with its own subaccount only.
         recipients: dict[str | None, dict[str, Any]] = {
-            quote.creator.user_id: msg,
-            quote.rfq.creator.user_id: msg,
+            quote.creator.user_id: _with_subaccount(msg, quote.subaccount),
+            quote.rfq.creator.user_id: _with_subaccount(msg, quote.rfq.subaccount),
         }
-        self._emit(ExchangeEvent(kind, quote.rfq.id, recipients))
+        self._emit(ExchangeEvent(kind, quote.rfq.id, recipients, quote.rfq.creator.user_id))
 
     # ------------------------------------------------------------------ accept, confirm, execute
 
@@ -959,31 +1050,48 @@ class Exchange:
         now = self.clock()
         side = quote.accepted_side
         size = quote.contracts_accepted
+        filled = partial_fill_size(size) if self.partial_fill() else size
         maker_price = quote.yes_bid if side == "yes" else quote.no_bid
-        yes_price = maker_price if side == "yes" else _ONE - maker_price
         requester_side: Side = "no" if side == "yes" else "yes"
-
+        offered = quote.yes_contracts if side == "yes" else quote.no_contracts
         maker, requester = quote.creator, quote.rfq.creator
-        quote.creator_order_id = self._new_id()
-        quote.rfq_creator_order_id = self._new_id()
-        client_ids = {maker.user_id: self._new_id(), requester.user_id: self._new_id()}
-        orders = {
-            maker.user_id: quote.creator_order_id,
-            requester.user_id: quote.rfq_creator_order_id,
-        }
-        self._fill(
-            maker, quote.creator_order_id, quote.rfq.market, side, size, yes_price, False, now
+        market = quote.rfq.market
+
+        # A rest_remainder maker's order is for its whole offer, so whatever a partial
+        # acceptance or a partial fill left over rests; the requester's is for what it
+        # accepted. Without rest_remainder the unfilled part is cancelled.
+        maker_order = self._place_order(
+            maker,
+            market,
+            side,
+            maker_price,
+            offered if quote.rest_remainder else size,
+            quote=quote,
+            subaccount=quote.subaccount,
+            now=now,
+            # The changelog's maker format: "quote:<8-character hash>:<quote id>".
+            client_order_id=f"quote:{self._new_id().replace('-', '')[:8]}:{quote.id}",
         )
-        self._fill(
+        requester_order = self._place_order(
             requester,
-            quote.rfq_creator_order_id,
-            quote.rfq.market,
+            market,
             requester_side,
+            _ONE - maker_price,
             size,
-            yes_price,
-            True,
-            now,
+            quote=quote,
+            subaccount=quote.rfq.subaccount,
+            now=now,
         )
+        quote.creator_order_id = maker_order.id
+        quote.rfq_creator_order_id = requester_order.id
+        self._fill(maker_order, filled, is_taker=False, now=now)
+        self._fill(requester_order, filled, is_taker=True, now=now)
+        for order, rests in (
+            (maker_order, quote.rest_remainder),
+            (requester_order, quote.rfq.rest_remainder),
+        ):
+            if order.status == "resting" and not rests:
+                self._cancel_order(order)
         quote.status = "executed"
         quote.executed_ts = quote.updated_ts = now
 
@@ -992,41 +1100,78 @@ class Exchange:
             "rfq_id": quote.rfq.id,
             "quote_creator_id": maker.communications_id,
             "rfq_creator_id": requester.communications_id,
-            "market_ticker": quote.rfq.market.ticker,
+            "market_ticker": market.ticker,
             "executed_ts": wire_ts(now),
         }
         # Each party is told its own order, to match against its own fills.
         messages: dict[str | None, dict[str, Any]] = {
-            uid: {**base, "order_id": orders[uid], "client_order_id": client_ids[uid]}
-            for uid in (maker.user_id, requester.user_id)
+            order.user.user_id: _with_subaccount(
+                {**base, "order_id": order.id, "client_order_id": order.client_order_id},
+                order.subaccount,
+            )
+            for order in (maker_order, requester_order)
         }
-        self._emit(ExchangeEvent("quote_executed", quote.rfq.id, messages))
+        self._emit(ExchangeEvent("quote_executed", quote.rfq.id, messages, requester.user_id))
         self._close_rfq(quote.rfq, "executed", executed=quote)
 
-    def _fill(
+    def _place_order(
         self,
         user: User,
-        order_id: str,
         market: SimMarket,
-        outcome: Side,
+        side: Side,
+        price: Decimal,
         count: Decimal,
-        yes_price: Decimal,
-        is_taker: bool,
+        *,
+        quote: QuoteRecord,
+        subaccount: int | None,
         now: datetime,
-    ) -> None:
-        price = yes_price if outcome == "yes" else _ONE - yes_price
+        client_order_id: str | None = None,
+    ) -> OrderRecord:
+        order = OrderRecord(
+            id=self._new_id(),
+            seq=self._next_seq(),
+            user=user,
+            market=market,
+            side=side,
+            price=price,
+            initial=count,
+            filled=_ZERO,
+            remaining=count,
+            status="resting",
+            created=now,
+            updated=now,
+            client_order_id=client_order_id or self._new_id(),
+            quote_id=quote.id,
+            subaccount=subaccount,
+        )
+        self.orders[order.id] = order
+        return order
+
+    def _fill(self, order: OrderRecord, count: Decimal, *, is_taker: bool, now: datetime) -> None:
+        """Trade ``count`` contracts of ``order``: a fill, the position and the balance."""
+        user, market, price = order.user, order.market, order.price
+        order.filled += count
+        order.remaining -= count
+        order.updated = now
+        if order.remaining <= 0:
+            order.remaining = _ZERO
+            order.status = "executed"
+        yes_price = price if order.side == "yes" else _ONE - price
+        delay = max(0.0, self.fill_listing_delay())
         self.fills.append(
             FillRecord(
                 fill_id=self._new_id(),
                 seq=self._next_seq(),
                 user=user,
-                order_id=order_id,
+                order_id=order.id,
                 market=market,
-                outcome_side=outcome,
+                outcome_side=order.side,
                 count=count,
                 yes_price=yes_price,
                 is_taker=is_taker,
                 created=now,
+                visible_at=now + timedelta(seconds=delay),
+                subaccount=order.subaccount,
             )
         )
         user.balance -= price * count
@@ -1034,7 +1179,7 @@ class Exchange:
         if position is None:
             position = PositionRecord(market, self._next_seq())
             self.positions[(user.user_id, market.ticker)] = position
-        signed = count if outcome == "yes" else -count
+        signed = count if order.side == "yes" else -count
         position.total_traded += price * count
         held = position.contracts
         if held == 0 or (held > 0) == (signed > 0):
@@ -1054,14 +1199,100 @@ class Exchange:
                 position.cost = price * leftover
         position.updated = now
 
+    # ------------------------------------------------------------------ orders
+
+    def resting_orders(self, market: SimMarket | None = None) -> list[OrderRecord]:
+        """Orders still resting, oldest first (on ``market`` only, when given)."""
+        return [
+            o
+            for o in self.orders.values()
+            if o.status == "resting" and (market is None or o.market is market)
+        ]
+
+    def cancel_order(self, user: User, order_id: str) -> OrderRecord:
+        """Cancel one of ``user``'s resting orders; 404 for anyone else's or a finished one."""
+        order = self.orders.get(order_id)
+        if order is None or order.user is not user or order.status != "resting":
+            raise _not_found(f"resting order {order_id}")
+        self._cancel_order(order)
+        return order
+
+    def _cancel_order(self, order: OrderRecord) -> None:
+        order.status = "cancelled"
+        order.remaining = _ZERO
+        order.updated = self.clock()
+
+    def fill_resting_order(self, order_id: str, contracts: Decimal | None = None) -> OrderRecord:
+        """Trade ``contracts`` (default: all that rests) of a resting order against the book.
+
+        The counterparty is the simulated book, which has no account; the owner gets a
+        maker fill and its position and balance move as with any fill.
+        """
+        order = self.orders.get(order_id)
+        if order is None or order.status != "resting":
+            raise _not_found(f"resting order {order_id}")
+        count = order.remaining if contracts is None else contracts
+        if not _ZERO < count <= order.remaining or _decimals(count) > _COUNT_DECIMALS:
+            raise _bad(f"cannot fill {count} of {order.remaining} resting contracts")
+        self._fill(order, count, is_taker=False, now=self.clock())
+        return order
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle_market(self, ticker: str, result: str) -> list[PositionRecord]:
+        """Settle ``ticker`` as ``result`` ("yes"/"no") and return the positions it paid out.
+
+        Open RFQs on the market close (``rfq_deleted``), quotes still pending on them are
+        cancelled, resting orders are cancelled, and every position is paid $1 per
+        winning contract into its owner's balance; the difference to what the position
+        cost is booked as realised P&L and the position is left flat.
+        """
+        if result not in ("yes", "no"):
+            raise _bad("result must be 'yes' or 'no'")
+        market = self.market(ticker)
+        if market.settled:
+            raise _bad(f"market {ticker} has already settled", code="MARKET_INACTIVE")
+        now = self.clock()
+        market.result = result
+        market.settled_time = now
+        for rfq in [r for r in self.rfqs.values() if r.market is market and r.status == "open"]:
+            for quote in self.quotes_on(rfq):
+                # Even a confirmed quote: its orders would reach a book that no longer trades.
+                if quote.status in ("open", "accepted", "confirmed"):
+                    self._cancel_quote(quote, "market settled")
+            self._close_rfq(rfq, "market settled")
+        for order in self.resting_orders(market):
+            self._cancel_order(order)
+        paid: list[PositionRecord] = []
+        for (user_id, position_ticker), position in self.positions.items():
+            if position_ticker != ticker:
+                continue
+            held = position.contracts
+            wins = (held > 0 and result == "yes") or (held < 0 and result == "no")
+            payout = abs(held) if wins else _ZERO
+            self.users[user_id].balance += payout
+            position.realized_pnl += payout - position.cost
+            position.contracts = position.cost = _ZERO
+            position.settlement_payout = payout
+            position.settled_time = position.updated = now
+            paid.append(position)
+        return paid
+
     # ------------------------------------------------------------------ portfolio
 
     def list_fills(self, user: User, query: Mapping[str, str]) -> tuple[list[FillRecord], str]:
         """``GET /portfolio/fills``."""
         limit = _limit(query, default=100, maximum=1000)
-        items = [f for f in self.fills if f.user is user]
+        now = self.clock()
+        items = [f for f in self.fills if f.user is user and f.visible_at <= now]
         if ticker := query.get("ticker"):
             items = [f for f in items if f.market.ticker == ticker]
+        if "exchange_index" in query:
+            shard = _int_query(query, "exchange_index")
+            items = [f for f in items if f.market.exchange_index == shard]
+        if "subaccount" in query:
+            sub = _int_query(query, "subaccount")
+            items = [f for f in items if (f.subaccount or 0) == sub]
         if order_id := query.get("order_id"):
             items = [f for f in items if f.order_id == order_id]
         if "min_ts" in query:
@@ -1086,6 +1317,9 @@ class Exchange:
             items = [p for p in items if p.market.ticker == ticker]
         if event := query.get("event_ticker"):
             items = [p for p in items if p.market.event_ticker == event]
+        if "exchange_index" in query:
+            shard = _int_query(query, "exchange_index")
+            items = [p for p in items if p.market.exchange_index == shard]
         if count_filter := query.get("count_filter"):
             wanted = {part.strip() for part in count_filter.split(",") if part.strip()}
             if not wanted <= {"position", "total_traded"}:
@@ -1134,16 +1368,42 @@ class Exchange:
         }
 
     def status_wire(self) -> dict[str, Any]:
-        """``GET /exchange/status``."""
+        """``GET /exchange/status``, with the per-shard breakdown the newer page documents."""
+        shards = sorted({0, *(m.exchange_index for m in self.markets.values())})
         return {
             "exchange_active": self.exchange_active,
             "trading_active": self.trading_active,
+            "intra_exchange_transfers_active": self.exchange_active,
             "exchange_estimated_resume_time": None,
+            "exchange_index_statuses": [
+                {
+                    "exchange_index": shard,
+                    "description": _SHARD_DESCRIPTIONS.get(shard, f"Shard {shard}"),
+                    "exchange_active": self.exchange_active,
+                    "trading_active": self.trading_active,
+                    "intra_exchange_transfers_active": self.exchange_active,
+                }
+                for shard in shards
+            ],
         }
+
+
+def partial_fill_size(size: Decimal) -> Decimal:
+    """Half of ``size`` floored to whole contracts, at least one: what a partial fill trades."""
+    half = (size / 2).to_integral_value(rounding=ROUND_FLOOR)
+    return min(max(half, _ONE), size)
+
+
+def _with_subaccount(msg: dict[str, Any], subaccount: int | None) -> dict[str, Any]:
+    # Documented as present only when the recipient's own side used a subaccount.
+    return msg if subaccount is None else {**msg, "subaccount": subaccount}
 
 
 # --------------------------------------------------------------------------- market data
 
+
+# Names from the sharding page: shard 0 is the catch-all, shard 1 holds combos.
+_SHARD_DESCRIPTIONS = {0: "Default", 1: "Combos"}
 
 _MARKET_QUERY_STATUS = {
     "open": "active",
@@ -1170,7 +1430,7 @@ def market_wire(market: SimMarket, now: datetime) -> dict[str, Any]:
         "close_time": wire_ts(market.close_time),
         "latest_expiration_time": wire_ts(market.close_time),
         "settlement_timer_seconds": 300,
-        "status": "active" if market.close_time > now else "closed",
+        "status": market_status(market, now),
         "notional_value_dollars": wire_dollars(_ONE),
         "yes_bid_dollars": wire_dollars(yes_bid),
         "yes_ask_dollars": wire_dollars(yes_ask),
@@ -1185,9 +1445,9 @@ def market_wire(market: SimMarket, now: datetime) -> dict[str, Any]:
         "volume_fp": wire_count(_ZERO),
         "volume_24h_fp": wire_count(_ZERO),
         "open_interest_fp": wire_count(_ZERO),
-        "result": "",
+        "result": market.result,
         "can_close_early": False,
-        "expiration_value": "",
+        "expiration_value": market.result,
         "rules_primary": f"Resolves YES if {market.title}. (mmbot mock exchange)",
         "rules_secondary": "",
         "price_level_structure": market.price_level_structure,
@@ -1199,11 +1459,24 @@ def market_wire(market: SimMarket, now: datetime) -> dict[str, Any]:
             }
             for b in market.grid
         ],
-        "exchange_index": 0,
+        "exchange_index": market.exchange_index,
+        "settlement_bounds_type": "default" if market.settlement_floor is None else "floor",
     }
+    if market.settlement_floor is not None:
+        out["settlement_floor_dollars"] = wire_dollars(market.settlement_floor)
+    if market.settled_time is not None:
+        out["settlement_ts"] = wire_ts(market.settled_time)
+        out["settlement_value_dollars"] = wire_dollars(_ONE if market.result == "yes" else _ZERO)
     if market.mve_collection_ticker:
         out["mve_collection_ticker"] = market.mve_collection_ticker
     return out
+
+
+def market_status(market: SimMarket, now: datetime) -> str:
+    """The market's lifecycle ``status``: active, closed, or finalized once settled."""
+    if market.settled:
+        return "finalized"
+    return "active" if market.close_time > now else "closed"
 
 
 def market_status_matches(market: SimMarket, status: str, now: datetime) -> bool:
@@ -1211,7 +1484,7 @@ def market_status_matches(market: SimMarket, status: str, now: datetime) -> bool
     wanted = _MARKET_QUERY_STATUS.get(status)
     if wanted is None:
         raise _bad(f"status must be one of {', '.join(_MARKET_QUERY_STATUS)}")
-    return bool(market_wire(market, now)["status"] == wanted)
+    return market_status(market, now) == wanted
 
 
 # --------------------------------------------------------------------------- query helpers

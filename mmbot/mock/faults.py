@@ -15,7 +15,29 @@ The server (:mod:`mmbot.mock.server`) decides where each fault applies:
   schema) is sent right before that share of events, so no real event is lost;
 * ``duplicate_fraction``: that share of events is sent twice;
 * ``reorder_fraction``: that share of events is held back and sent after the next event
-  on the same connection, or after 50 ms if none comes.
+  on the same connection, or after 50 ms if none comes;
+* ``partial_fill_fraction``: that share of executions fills only part of the accepted
+  size: half of it, floored to whole contracts, at least one (a trade of one contract or
+  less fills whole). The quote still reports ``executed``; both parties' fills, positions
+  and balances reflect only the filled part, and a quote (or RFQ) created with
+  ``rest_remainder`` rests the unfilled part as an order. Drawn from a generator of its
+  own, so frame faults on other connections do not shift which executions are partial;
+* ``fill_listing_delay_seconds``: a fill appears in ``GET /portfolio/fills`` only this
+  long after it happened (positions and balances move at once);
+* ``delete_503_seconds``: for that long, counted from when the value is set, every
+  DELETE of a quote (bare or RFQ-scoped path) is answered 503 with an ErrorResponse
+  before the exchange is touched;
+* ``clock_skew_seconds``: the exchange's authentication clock runs this far ahead, so
+  while it exceeds the timestamp window correctly signed requests and WebSocket
+  handshakes get the 401 "KALSHI-ACCESS-TIMESTAMP is too old" a real skew gives;
+* ``tamper_accept_price_fraction`` / ``tamper_accept_size_fraction`` /
+  ``tamper_accept_market_fraction``: that share of ``quote_accepted`` frames sent to the
+  quote's creator (the maker) is altered on the wire only, the exchange's record staying
+  as it was: the accepted side's bid becomes ``"0.0100"``; ``contracts_accepted_fp`` and
+  the accepted side's ``*_contracts_offered_fp`` become nine times the accepted size; or
+  ``market_ticker`` names another market. Each is drawn on its own.
+
+Every fraction is within [0, 1]; every other knob is a finite number >= 0.
 """
 
 from __future__ import annotations
@@ -36,8 +58,17 @@ _FRACTIONS = frozenset(
         "malformed_fraction",
         "duplicate_fraction",
         "reorder_fraction",
+        "partial_fill_fraction",
+        "tamper_accept_price_fraction",
+        "tamper_accept_size_fraction",
+        "tamper_accept_market_fraction",
     }
 )
+
+
+#: The share of events a fault hits, within [0, 1]: a probability, never an amount of
+#: money (prices and sizes are Decimal everywhere), whatever the knob's name mentions.
+Share = float
 
 
 class FaultConfigError(ValueError):
@@ -48,13 +79,20 @@ class FaultConfigError(ValueError):
 class FaultConfig:
     """Which faults the mock exchange injects; all zero means a well-behaved exchange."""
 
-    write_429_fraction: float = 0.0
-    write_5xx_fraction: float = 0.0
+    write_429_fraction: Share = 0.0
+    write_5xx_fraction: Share = 0.0
     latency_ms: float = 0.0
     refuse_handshakes_seconds: float = 0.0
-    malformed_fraction: float = 0.0
-    duplicate_fraction: float = 0.0
-    reorder_fraction: float = 0.0
+    malformed_fraction: Share = 0.0
+    duplicate_fraction: Share = 0.0
+    reorder_fraction: Share = 0.0
+    partial_fill_fraction: Share = 0.0
+    fill_listing_delay_seconds: float = 0.0
+    delete_503_seconds: float = 0.0
+    clock_skew_seconds: float = 0.0
+    tamper_accept_price_fraction: Share = 0.0
+    tamper_accept_size_fraction: Share = 0.0
+    tamper_accept_market_fraction: Share = 0.0
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -100,10 +138,15 @@ class Faults:
         # A string seed keeps this stream independent of the other generators seeded
         # from the same exchange seed.
         self._rng = random.Random(f"mmbot-mock-faults:{seed}")  # noqa: S311 - simulation
+        # Executions draw from their own stream: how many frames went to how many
+        # connections must not change which trade is filled partly.
+        self._fill_rng = random.Random(f"mmbot-mock-fill-faults:{seed}")  # noqa: S311
         self._clock = clock
         self._config = config
         self._refuse_until = 0.0
+        self._delete_503_until = 0.0
         self._arm_refusal(config)
+        self._arm_delete_503(config)
 
     @property
     def config(self) -> FaultConfig:
@@ -111,9 +154,10 @@ class Faults:
         return self._config
 
     def set(self, config: FaultConfig) -> None:
-        """Replace every knob; a positive ``refuse_handshakes_seconds`` starts counting now."""
+        """Replace every knob; timed knobs (handshake refusal, delete 503s) start counting now."""
         self._config = config
         self._arm_refusal(config)
+        self._arm_delete_503(config)
 
     def update(self, changes: Mapping[str, Any]) -> FaultConfig:
         """Change some knobs (validated as a whole) and return the resulting configuration."""
@@ -121,10 +165,36 @@ class Faults:
         self._config = config
         if "refuse_handshakes_seconds" in changes:
             self._arm_refusal(config)
+        if "delete_503_seconds" in changes:
+            self._arm_delete_503(config)
         return config
 
     def _arm_refusal(self, config: FaultConfig) -> None:
         self._refuse_until = self._clock() + config.refuse_handshakes_seconds
+
+    def _arm_delete_503(self, config: FaultConfig) -> None:
+        self._delete_503_until = self._clock() + config.delete_503_seconds
+
+    def refusing_quote_deletes(self) -> bool:
+        """True while quote DELETEs are to be answered 503."""
+        return self._clock() < self._delete_503_until
+
+    def delete_503_remaining_seconds(self) -> float:
+        """How much longer quote DELETEs will be answered 503 (0 when they are served)."""
+        return max(0.0, self._delete_503_until - self._clock())
+
+    def partial_fill(self) -> bool:
+        """Whether the next execution fills only part of its size (``partial_fill_fraction``)."""
+        fraction = self._config.partial_fill_fraction
+        if fraction <= 0:
+            return False
+        if fraction >= 1:
+            return True
+        return self._fill_rng.random() < fraction
+
+    def fill_listing_delay(self) -> float:
+        """Seconds a new fill stays out of ``GET /portfolio/fills``."""
+        return self._config.fill_listing_delay_seconds
 
     def refusing_handshakes(self) -> bool:
         """True while WebSocket handshakes are to be refused."""

@@ -19,16 +19,33 @@ Authentication
     ``GET /trade-api/ws/v2``. Failures answer 401 with an ErrorResponse saying what was
     wrong. ``GET /markets``, ``GET /markets/{ticker}`` and ``GET /exchange/status`` carry
     no ``security`` in the OpenAPI document and need no signature; the two market
-    endpoints document a 401, so credentials sent to them must still be valid.
+    endpoints document a 401, so credentials sent to them must still be valid. The
+    ``clock_skew_seconds`` fault moves the exchange's clock ahead for this check only.
+
+Schema
+    Bodies follow the current pages rather than the older merged document alone: markets
+    carry ``settlement_bounds_type`` (``default``; ``floor`` markets add
+    ``settlement_floor_dollars``) and ``exchange_index`` (combos live on shard 1, every
+    other market on shard 0), and once settled ``status: finalized``, ``result``,
+    ``settlement_value_dollars`` and ``settlement_ts``; fills and positions carry their
+    market's ``exchange_index``; ``GET /exchange/status`` has the per-shard breakdown.
+    ``GET /portfolio/fills`` and ``GET /portfolio/positions`` accept ``exchange_index``,
+    ``GET /markets`` ``min_settled_ts`` / ``max_settled_ts``. A resting order (the
+    remainder of a ``rest_remainder`` quote) adds its contracts to the orderbook.
 
 WebSocket
     Commands ``subscribe``, ``unsubscribe``, ``list_subscriptions`` and
     ``update_subscription`` with the documented error codes. Only the ``communications``
     channel is served; other documented channels answer error 10. RFQ events go to every
-    subscriber, quote events only to the RFQ's creator and the quote's creator. The server
-    pings every ``ping_interval_seconds`` with payload ``heartbeat`` and answers pings.
-    Frames go through a bounded queue per connection; a client too slow to drain it gets
-    error 25 (subscription buffer overflow) and is disconnected.
+    subscriber (only one's own RFQs with ``user_filter: "self"``), quote events only to the
+    RFQ's creator and the quote's creator, each with its own ``subaccount`` when it used
+    one. An ``rfq_created`` shows ``creator_id`` "" to others and the creator its own id.
+    Every frame carries ``sending_ts_ms`` (integer ms, stamped as it is handed to the
+    socket; frames injected through ``/_mock/frames`` excepted), and every event the
+    subscription's ``seq`` (1, 2, ... per subscription). The server pings every
+    ``ping_interval_seconds`` with payload ``heartbeat`` and answers pings. Frames go
+    through a bounded queue per connection; a client too slow to drain it gets error 25
+    (subscription buffer overflow) and is disconnected.
 
 Sharding
     A subscription with ``shard_factor`` F and ``shard_key`` K receives exactly the events
@@ -49,7 +66,22 @@ Control endpoints (for tests and operators)
         the current :class:`~mmbot.mock.faults.FaultConfig` as JSON.
     ``POST /_mock/faults``
         a JSON object of knobs to change (``{"write_429_fraction": 0.5}``); an unknown
-        knob or a bad value answers 400. Answers the resulting configuration.
+        knob or a bad value answers 400. Answers the resulting configuration. The knobs
+        (see :mod:`mmbot.mock.faults` for each): ``write_429_fraction``,
+        ``write_5xx_fraction``, ``latency_ms``, ``refuse_handshakes_seconds``,
+        ``malformed_fraction``, ``duplicate_fraction``, ``reorder_fraction``,
+        ``partial_fill_fraction`` (that share of executions fills half the size, floored
+        to whole contracts, at least one), ``fill_listing_delay_seconds`` (fills reach
+        ``GET /portfolio/fills`` that much later), ``delete_503_seconds`` (quote DELETEs,
+        bare and RFQ-scoped, answer 503 for that long from now), ``clock_skew_seconds``
+        (the authentication clock runs that far ahead: past ``timestamp_window_seconds``
+        good signatures get 401 "KALSHI-ACCESS-TIMESTAMP is too old"), and
+        ``tamper_accept_price_fraction`` / ``tamper_accept_size_fraction`` /
+        ``tamper_accept_market_fraction`` (that share of ``quote_accepted`` frames sent to
+        the maker shows the accepted side's bid as ``"0.0100"``, nine times the accepted
+        size in ``contracts_accepted_fp`` and that side's ``*_contracts_offered_fp``, or
+        another market's ticker; the exchange's record is untouched; counted in
+        ``stats.tampered_price`` / ``tampered_size`` / ``tampered_market``).
     ``POST /_mock/drop_ws``
         closes every WebSocket connection (clients should reconnect); answers
         ``{"dropped": n}``.
@@ -64,8 +96,24 @@ Control endpoints (for tests and operators)
         201 ``{"id": rfq_id}``; the requester then decides on quotes and deletes the RFQ
         when its lifetime ends, like any simulated requester.
     ``GET /_mock/state``
-        counts of users, RFQs, quotes and fills, server and driver counters, and the
-        fault configuration.
+        counts of users, RFQs, quotes, fills and orders (``orders_by_status``,
+        ``resting_orders``), the ``settled_markets``, server and driver counters, and the
+        fault configuration with how long handshakes and quote deletes are still refused.
+    ``POST /_mock/settle``
+        ``{"market_ticker": T, "result": "yes" | "no"}`` settles the market (see
+        :meth:`MockExchange.settle`): its status becomes ``finalized`` with ``result`` set,
+        open RFQs on it close (``rfq_deleted``), pending quotes and resting orders on it are
+        cancelled, and every position pays $1 per winning contract into its owner's
+        balance, booking the realised P&L and leaving the position at zero (still listed,
+        as ``GET /portfolio/positions`` documents no settlement filter; ``count_filter=
+        position`` drops it). Settling twice, or an unknown market or result, answers 400.
+        Answers ``{"market": <Market>, "positions_settled": n}``.
+    ``POST /_mock/frames``
+        sends the body, a JSON object, as one raw frame to every ``communications``
+        subscription, or only to the connections of the user whose ``user_id`` is given in
+        the body's ``to_user_id`` (removed before sending; an unknown one answers 400). The
+        subscription's ``sid`` is filled in when the frame has none; nothing else is added
+        (not even ``sending_ts_ms``) and no fault applies. Answers ``{"sent": n}``.
     ``GET /_mock/rate_limit``, ``POST /_mock/rate_limit``
         the per-user write token bucket: ``{"write_tokens_per_second": R,
         "write_bucket_capacity": C}`` (0 turns it off, the default) and the 429s it answered
@@ -259,6 +307,7 @@ class MockStats:
     internal_errors: int = 0
     injected_429: int = 0
     injected_5xx: int = 0
+    injected_503: int = 0
     delayed_responses: int = 0
     injected_latency_ms: float = 0.0
     ws_handshakes: int = 0
@@ -270,6 +319,10 @@ class MockStats:
     duplicates_sent: int = 0
     reordered: int = 0
     pings_sent: int = 0
+    tampered_price: int = 0
+    tampered_size: int = 0
+    tampered_market: int = 0
+    injected_frames: int = 0
 
     def to_dict(self) -> dict[str, float]:
         """The counters as a JSON-ready mapping."""
@@ -340,6 +393,16 @@ def _seconds(body: Mapping[str, Any], name: str, default: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise _bad_request(f"{name} must be a finite number >= 0")
     return seconds
+
+
+def _with_orders(
+    levels: list[tuple[Decimal, Decimal]], orders: list[tuple[Decimal, Decimal]]
+) -> list[tuple[Decimal, Decimal]]:
+    """Book levels (ascending) with resting orders' contracts added at their prices."""
+    book = dict(levels)
+    for price, count in orders:
+        book[price] = book.get(price, Decimal(0)) + count
+    return sorted(book.items())
 
 
 def _is_control(path: str) -> bool:
@@ -540,12 +603,20 @@ class _Subscription:
     sid: int
     shard_factor: int | None
     shard_key: int | None
+    #: The subscriber's user id when it asked for its own RFQs only (``user_filter: "self"``).
+    own_rfqs_of: str | None = None
     sent: int = 0
 
     def wants(self, rfq_id: str) -> bool:
         if self.shard_factor is None or self.shard_key is None:
             return True
         return shard_of(rfq_id, self.shard_factor) == self.shard_key
+
+    def wants_event(self, event: ExchangeEvent) -> bool:
+        someone_elses_rfq = event.type in _RFQ_EVENTS and event.rfq_creator != self.own_rfqs_of
+        if self.own_rfqs_of is not None and someone_elses_rfq:
+            return False
+        return self.wants(event.rfq_id)
 
 
 class _Ping:
@@ -569,9 +640,32 @@ class _Timed:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """Queue item: a text frame sent exactly as given (no ``sending_ts_ms`` is added)."""
+
+    text: str
+
+
 _PING: Final = _Ping()
 # What a connection's writer sends: a text frame, a ping, or the closing handshake.
-_Item = str | _Timed | _Ping | _Close
+_Item = str | _Timed | _Raw | _Ping | _Close
+_RFQ_EVENTS: Final = frozenset({"rfq_created", "rfq_deleted"})
+# What the accepted side's bid becomes in a price-tampered quote_accepted frame.
+_TAMPERED_PRICE: Final = "0.0100"
+# How many times the real size a size-tampered quote_accepted frame claims.
+_TAMPERED_SIZE_FACTOR: Final = Decimal(9)
+
+
+def _stamped(text: str) -> str:
+    """``text`` with ``sending_ts_ms`` (now, ms) as its first key, if it is a JSON object."""
+    if not text.startswith("{"):
+        return text
+    rest = text[1:]
+    separator = "" if rest.startswith("}") else ","
+    return f'{{"sending_ts_ms":{time.time_ns() // 1_000_000}{separator}{rest}'
+
+
 # Events whose frames the benchmark probe stamps, and the message field that keys them.
 _TIMED_EVENTS: Final = {"rfq_created": "id", "quote_accepted": "quote_id"}
 
@@ -657,10 +751,14 @@ class _Connection:
                     return
                 elif isinstance(item, _Timed):
                     self.server.bench.frame_sent(item.kind, item.key)
+                    await self.ws.send_str(_stamped(item.text))
+                    self.server.stats.frames_sent += 1
+                elif isinstance(item, _Raw):
                     await self.ws.send_str(item.text)
                     self.server.stats.frames_sent += 1
                 else:
-                    await self.ws.send_str(item)
+                    # Stamped here rather than when queued: it is the exchange's send time.
+                    await self.ws.send_str(_stamped(item))
                     self.server.stats.frames_sent += 1
         except asyncio.CancelledError:
             raise
@@ -690,7 +788,13 @@ class _Connection:
         faults = self.server.faults
         config = faults.config
         sub.sent += 1
-        frame = orjson.dumps({"type": event.type, "sid": sub.sid, "msg": msg}).decode()
+        if event.type == "quote_accepted" and msg.get("quote_creator_id") == (
+            self.user.communications_id
+        ):
+            msg = self.server.tamper_acceptance(msg)
+        frame = orjson.dumps(
+            {"type": event.type, "sid": sub.sid, "seq": sub.sent, "msg": msg}
+        ).decode()
         before: list[_Item] = []
         if faults.draw(config.malformed_fraction):
             before.append(_malformed(frame, event.type, sub.sid, faults.choose(2)))
@@ -718,6 +822,16 @@ class _Connection:
             if not self._put(item):
                 return
         self._release_held()
+
+    def send_raw(self, frame: dict[str, Any]) -> int:
+        """Queue ``frame`` as given to every subscription (its sid filled in when missing)."""
+        sent = 0
+        for sub in list(self.subscriptions.values()):
+            text = orjson.dumps(frame if "sid" in frame else {**frame, "sid": sub.sid}).decode()
+            if not self._put(_Raw(text)):
+                break
+            sent += 1
+        return sent
 
     def _release_held(self) -> None:
         held = self._held
@@ -794,9 +908,13 @@ class _Connection:
             raise _CommandError(20, "shard_factor is required when shard_key is set")
         if shard_key is not None and shard_factor is not None and not 0 <= shard_key < shard_factor:
             raise _CommandError(21, "shard_key must be >= 0 and < shard_factor")
+        user_filter = params.get("user_filter")
+        if user_filter not in (None, "", "self"):
+            raise _CommandError(11, "user_filter must be empty or 'self'")
         if self.subscriptions:
             raise _CommandError(6, "already subscribed")
-        sub = _Subscription(next(self._sids), shard_factor, shard_key)
+        own = self.user.user_id if user_filter == "self" else None
+        sub = _Subscription(next(self._sids), shard_factor, shard_key, own)
         self.subscriptions[sub.sid] = sub
         self.reply(
             _with_id(
@@ -956,6 +1074,8 @@ class MockExchange:
         self._port: int | None = None
         self._closing = False
         self._exchange.listeners.append(self._broadcast)
+        self._exchange.partial_fill = self.faults.partial_fill
+        self._exchange.fill_listing_delay = self.faults.fill_listing_delay
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1064,12 +1184,65 @@ class MockExchange:
             await asyncio.gather(*(c.close(code, message) for c in connections))
         return len(connections)
 
+    def settle(self, ticker: str, result: str) -> dict[str, Any]:
+        """Settle a market as ``result`` ("yes"/"no"); see :meth:`Exchange.settle_market`."""
+        paid = self._exchange.settle_market(ticker, result)
+        market = self._exchange.markets[ticker]
+        log.info("mock_market_settled", market=ticker, result=result, positions=len(paid))
+        return {
+            "market": market_wire(market, self._exchange.clock()),
+            "positions_settled": len(paid),
+        }
+
+    def inject_frame(self, frame: Mapping[str, Any], user: User | None = None) -> int:
+        """Send ``frame`` as given to every communications subscription (or ``user``'s only).
+
+        The subscription's ``sid`` is filled in when the frame has none; nothing else is
+        added or checked, so tests can hand clients hostile frames. Returns frames queued.
+        """
+        sent = 0
+        for conn in list(self._connections):
+            if user is None or conn.user is user:
+                sent += conn.send_raw(dict(frame))
+        self.stats.injected_frames += sent
+        return sent
+
+    def tamper_acceptance(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Apply the ``tamper_accept_*`` faults to a ``quote_accepted`` msg bound for its maker.
+
+        Only the copy on the wire changes; the exchange's record of the quote stays true.
+        """
+        config = self.faults.config
+        side = msg.get("accepted_side")
+        out = msg
+        if side in ("yes", "no") and self.faults.draw(config.tamper_accept_price_fraction):
+            out = {**out, f"{side}_bid_dollars": _TAMPERED_PRICE}
+            self.stats.tampered_price += 1
+        accepted = msg.get("contracts_accepted_fp")
+        if (
+            side in ("yes", "no")
+            and isinstance(accepted, str)
+            and self.faults.draw(config.tamper_accept_size_fraction)
+        ):
+            forged = wire_count(Decimal(accepted) * _TAMPERED_SIZE_FACTOR)
+            out = {**out, "contracts_accepted_fp": forged, f"{side}_contracts_offered_fp": forged}
+            self.stats.tampered_size += 1
+        if self.faults.draw(config.tamper_accept_market_fraction):
+            others = [t for t in self._exchange.markets if t != msg.get("market_ticker")]
+            if others:
+                out = {**out, "market_ticker": others[self.faults.choose(len(others))]}
+                self.stats.tampered_market += 1
+        return out
+
     def state(self) -> dict[str, Any]:
         """Counts and counters, as ``GET /_mock/state`` reports them."""
         ex = self._exchange
         by_status: dict[str, int] = {}
         for quote in ex.quotes.values():
             by_status[quote.status] = by_status.get(quote.status, 0) + 1
+        orders_by_status: dict[str, int] = {}
+        for order in ex.orders.values():
+            orders_by_status[order.status] = orders_by_status.get(order.status, 0) + 1
         return {
             "users": len(ex.users),
             "registered_users": len(self._keys),
@@ -1080,10 +1253,17 @@ class MockExchange:
             "quotes": len(ex.quotes),
             "quotes_by_status": by_status,
             "fills": len(ex.fills),
+            "orders": len(ex.orders),
+            "orders_by_status": orders_by_status,
+            "resting_orders": orders_by_status.get("resting", 0),
+            "settled_markets": sorted(t for t, m in ex.markets.items() if m.settled),
             "ws_connections": len(self._connections),
             "pending_timers": len(self._scheduler),
             "faults": self.faults.config.to_dict(),
             "refusing_handshakes_for_seconds": round(self.faults.refusal_remaining_seconds(), 3),
+            "refusing_quote_deletes_for_seconds": round(
+                self.faults.delete_503_remaining_seconds(), 3
+            ),
             "stats": self.stats.to_dict(),
             "driver": self.driver.stats.to_dict(),
             "rate_limit": self.rate_limit_state(),
@@ -1153,7 +1333,11 @@ class MockExchange:
             raise _unauthorized(
                 "KALSHI-ACCESS-TIMESTAMP must be the request time in milliseconds since the epoch"
             )
-        skew_ms = int(timestamp) - time.time_ns() // 1_000_000
+        # The clock_skew_seconds fault moves the exchange's clock ahead of everyone's.
+        exchange_ms = time.time_ns() // 1_000_000 + round(
+            self.faults.config.clock_skew_seconds * 1000
+        )
+        skew_ms = int(timestamp) - exchange_ms
         window_ms = self.config.timestamp_window_seconds * 1000
         if skew_ms < -window_ms:
             raise _unauthorized(
@@ -1185,6 +1369,15 @@ class MockExchange:
     def _authed(self, handler: AuthedHandler) -> Endpoint:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             user = self._authenticate(request)
+            if (
+                request.method == "DELETE"
+                and "/quotes/" in request.path
+                and self.faults.refusing_quote_deletes()
+            ):
+                self.stats.injected_503 += 1
+                return _error(
+                    503, "service_unavailable", "quote deletes are unavailable (mock fault)"
+                )
             if request.method in _WRITE_METHODS:
                 if self._write_rate > 0 and not self._take_write(user, request):
                     return web.Response(
@@ -1243,6 +1436,8 @@ class MockExchange:
         router.add_route("POST", CONTROL_PREFIX + "/drop_ws", self._control_drop_ws)
         router.add_route("POST", CONTROL_PREFIX + "/rfqs", self._control_create_rfq)
         router.add_route("GET", CONTROL_PREFIX + "/state", self._control_state)
+        router.add_route("POST", CONTROL_PREFIX + "/settle", self._control_settle)
+        router.add_route("POST", CONTROL_PREFIX + "/frames", self._control_frames)
         router.add_route("GET", CONTROL_PREFIX + "/rate_limit", self._control_get_rate_limit)
         router.add_route("POST", CONTROL_PREFIX + "/rate_limit", self._control_set_rate_limit)
         router.add_route("GET", CONTROL_PREFIX + "/bench", self._control_bench)
@@ -1336,6 +1531,16 @@ class MockExchange:
         max_close = _int_param(query, "max_close_ts")
         if max_close is not None:
             items = [m for m in items if m.close_time.timestamp() < max_close]
+        min_settled = _int_param(query, "min_settled_ts")
+        if min_settled is not None:
+            items = [
+                m for m in items if m.settled_time and m.settled_time.timestamp() > min_settled
+            ]
+        max_settled = _int_param(query, "max_settled_ts")
+        if max_settled is not None:
+            items = [
+                m for m in items if m.settled_time and m.settled_time.timestamp() < max_settled
+            ]
         page, cursor = paginate(
             items,
             lambda m: self._market_seq[m.ticker],
@@ -1359,6 +1564,10 @@ class MockExchange:
             f"mmbot-mock-book:{self.config.seed}:{market.ticker}:{market.fair_micros}"
         )
         yes, no = market.orderbook(len(grid_prices(market.grid)), rng)
+        resting = self._exchange.resting_orders(market)
+        if resting:
+            yes = _with_orders(yes, [(o.price, o.remaining) for o in resting if o.side == "yes"])
+            no = _with_orders(no, [(o.price, o.remaining) for o in resting if o.side == "no"])
         if depth > 0:
             yes, no = yes[-depth:], no[-depth:]
 
@@ -1409,6 +1618,26 @@ class MockExchange:
 
     async def _control_state(self, request: web.Request) -> web.Response:
         return _json(200, self.state())
+
+    async def _control_settle(self, request: web.Request) -> web.Response:
+        body = await _body(request, required=True)
+        ticker = body.get("market_ticker")
+        if not isinstance(ticker, str) or ticker not in self._exchange.markets:
+            raise _bad_request(f"market_ticker must name a market, got {str(ticker)[:60]!r}")
+        result = body.get("result")
+        if result not in ("yes", "no"):
+            raise _bad_request("result must be 'yes' or 'no'")
+        return _json(200, self.settle(ticker, result))
+
+    async def _control_frames(self, request: web.Request) -> web.Response:
+        frame = await _body(request, required=True)
+        target = frame.pop("to_user_id", None)
+        user: User | None = None
+        if target is not None:
+            user = self._exchange.users.get(target) if isinstance(target, str) else None
+            if user is None:
+                raise _bad_request(f"to_user_id must name a user, got {str(target)[:60]!r}")
+        return _json(200, {"sent": self.inject_frame(frame, user)})
 
     def _take_write(self, user: User, request: web.Request) -> bool:
         """Charge the user's write bucket; count and refuse when it cannot pay."""
@@ -1644,7 +1873,7 @@ class MockExchange:
                 if msg is None:
                     continue
                 for sub in list(conn.subscriptions.values()):
-                    if sub.wants(event.rfq_id):
+                    if sub.wants_event(event):
                         conn.send_event(event, sub, msg)
         except Exception:
             log.exception("mock_broadcast_failed", event=event.type, rfq_id=event.rfq_id)

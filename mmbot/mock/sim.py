@@ -40,6 +40,7 @@ from mmbot.kalshi.models import Side
 __all__ = [
     "CENT_GRID",
     "CENT_STRUCTURE",
+    "COMBO_EXCHANGE_INDEX",
     "DECI_CENT_TAILS_GRID",
     "DECI_CENT_TAILS_STRUCTURE",
     "FAIR_MAX_MICROS",
@@ -218,6 +219,8 @@ _PULL_PER_SECOND_MICROS = 50_000
 
 #: Collection ticker carried by every generated combo (MVE) market.
 MVE_COLLECTION_TICKER = "KXMVE-MOCK"
+#: ``exchange_index`` of generated combo markets; every other market is on shard 0.
+COMBO_EXCHANGE_INDEX = 1
 
 # Approximate standard normal draw: the sum of three uniform integers on [-1000, 1000]
 # has variance 3 * (2001**2 - 1) / 12 = 1_001_001, so dividing by 1000 gives std ~1.0005.
@@ -252,9 +255,23 @@ class SimMarket:
     close_time: datetime
     #: Volatility of the fair value: standard deviation in millionths per sqrt(second).
     vol_micros_per_sqrt_s: int = 1_000
+    #: The exchange shard the market lives on (``exchange_index``).
+    exchange_index: int = 0
+    #: ``settlement_floor_dollars`` of a market whose ``settlement_bounds_type`` is
+    #: ``floor``; None for a ``default`` market, which never gets a floor.
+    settlement_floor: Decimal | None = None
+    #: ``"yes"`` or ``"no"`` once the market has settled, "" before.
+    result: str = ""
+    settled_time: datetime | None = None
 
     def __post_init__(self) -> None:
         self.grid = tuple(self.grid)
+        if self.exchange_index < 0:
+            raise ValueError(f"{self.ticker}: exchange_index cannot be negative")
+        if self.settlement_floor is not None and not 0 <= self.settlement_floor < 1:
+            raise ValueError(f"{self.ticker}: a settlement floor must be within [0, 1)")
+        if self.result not in ("", "yes", "no"):
+            raise ValueError(f"{self.ticker}: result must be 'yes', 'no' or empty")
         if not FAIR_MIN_MICROS <= self.fair_micros <= FAIR_MAX_MICROS:
             raise ValueError(f"{self.ticker}: fair_micros {self.fair_micros} out of bounds")
         if self.half_spread_ticks < 1:
@@ -271,6 +288,11 @@ class SimMarket:
     def is_combo(self) -> bool:
         """True for combo (multivariate event) markets."""
         return self.mve_collection_ticker is not None
+
+    @property
+    def settled(self) -> bool:
+        """True once the market has a result and its positions were paid out."""
+        return self.result != ""
 
     @property
     def confirmation_window_seconds(self) -> float:
@@ -452,6 +474,8 @@ def _combo_event(rng: random.Random, number: int, size: int, now: datetime) -> l
                 open_time=now - timedelta(minutes=rng.randint(1, 600)),
                 close_time=close_time,
                 vol_micros_per_sqrt_s=rng.randint(2_000, 4_000),
+                # Kalshi moved combos to their own shard in August 2026.
+                exchange_index=COMBO_EXCHANGE_INDEX,
             )
         )
     return markets
