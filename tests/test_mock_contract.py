@@ -1,42 +1,160 @@
-"""Contract tests: every response of every mock endpoint validates against Kalshi's OpenAPI.
+"""Contract tests: every response and frame of the mock validates against Kalshi's documents.
 
-``tests/contract/kalshi-openapi.yaml`` is Kalshi's merged OpenAPI document, copied
-unchanged from the project's reference material. Each request below goes over a real
-socket to the mock exchange; its response (status, content type, body) is validated by
-openapi-core against the operation it belongs to. The mock answers a few statuses the
-document does not list for an operation (a 400 for a quote listing without a creator
-filter, 429 from the rate-limit fault); those bodies must still be the documented
-ErrorResponse. The last test checks that every operation in the document was exercised
-and every documented 2xx/4xx status was produced.
+``tests/contract/kalshi-openapi.yaml`` is Kalshi's merged OpenAPI document and
+``tests/contract/kalshi-asyncapi.yaml`` its WebSocket AsyncAPI document, both copied
+unchanged from the project's reference material. ``tests/contract/required-overlay.yaml``
+lists fields that newer documentation pages (or Kalshi's SDK) require beyond them, each
+with its source; they are merged into the schemas' ``required`` lists before anything is
+validated, so the mock cannot drop a field the current API requires.
+
+Each request below goes over a real socket to the mock exchange; its response (status,
+content type, body) is validated by openapi-core against the operation it belongs to.
+The mock answers a few statuses the document does not list for an operation (a 400 for a
+quote listing without a creator filter, 429 from the rate-limit fault); those bodies must
+still be the documented ErrorResponse. The REST test also checks that every operation in
+the document was exercised and every documented 2xx/4xx status was produced. The
+WebSocket test drives every event type the mock emits, and every command reply, and
+validates each frame against its AsyncAPI message schema.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import orjson
 import pytest
+import yaml
+from aiohttp import WSMsgType
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from jsonschema_path import SchemaPath
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.validation.response.exceptions import InvalidData
 from openapi_schema_validator import OAS30Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from mmbot.kalshi.auth import KalshiAuth, Signer
+from mmbot.kalshi.models import MalformedMessage, UnknownMessage, parse_message
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import CENT_GRID
 from tests.conftest import KEY_ID, TestKey
+from tests.polling import eventually
 
-SPEC_PATH = Path(__file__).parent / "contract" / "kalshi-openapi.yaml"
-SPEC = OpenAPI.from_file_path(str(SPEC_PATH))
-SPEC_DOC = SchemaPath.from_file_path(str(SPEC_PATH))
-ERROR_SCHEMA = SPEC_DOC / "components" / "schemas" / "ErrorResponse"
+CONTRACT_DIR = Path(__file__).parent / "contract"
+SPEC_PATH = CONTRACT_DIR / "kalshi-openapi.yaml"
+ASYNCAPI_PATH = CONTRACT_DIR / "kalshi-asyncapi.yaml"
+OVERLAY_PATH = CONTRACT_DIR / "required-overlay.yaml"
 # The server the document names; requests are validated as if sent there.
 SPEC_HOST = "https://api.elections.kalshi.com"
 PREFIX = "/trade-api/v2"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One overlay entry: ``field`` must be present in ``schema`` (at path ``at``)."""
+
+    document: str
+    schema: str
+    at: tuple[str, ...]
+    field: str
+    property: dict[str, Any] | None
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.document}:{'.'.join((self.schema, *self.at, self.field))}"
+
+
+def load_overlay() -> list[Requirement]:
+    """The entries of ``required-overlay.yaml``, checked for shape."""
+    entries = yaml.safe_load(OVERLAY_PATH.read_text())
+    out = []
+    for entry in entries:
+        assert set(entry) <= {"document", "schema", "at", "field", "property", "source"}, entry
+        assert entry["document"] in ("openapi", "asyncapi"), entry
+        assert str(entry.get("source", "")).strip(), f"overlay entry without a source: {entry}"
+        out.append(
+            Requirement(
+                entry["document"],
+                entry["schema"],
+                tuple(entry.get("at") or ()),
+                entry["field"],
+                entry.get("property"),
+                " ".join(str(entry["source"]).split()),
+            )
+        )
+    return out
+
+
+def _holder(document: dict[str, Any], req: Requirement) -> dict[str, Any]:
+    node: dict[str, Any] = document["components"]["schemas"][req.schema]
+    for name in req.at:
+        node = node["properties"][name]
+    return node
+
+
+def with_overlay(
+    document: dict[str, Any], kind: str, overlay: Iterable[Requirement]
+) -> dict[str, Any]:
+    """A copy of ``document`` whose schemas also require the overlay's fields."""
+    out = copy.deepcopy(document)
+    for req in overlay:
+        if req.document != kind:
+            continue
+        holder = _holder(out, req)
+        required = holder.setdefault("required", [])
+        if req.field not in required:
+            required.append(req.field)
+        if req.property is not None:
+            holder.setdefault("properties", {}).setdefault(req.field, req.property)
+    return out
+
+
+OVERLAY = load_overlay()
+BASE_SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
+BASE_ASYNCAPI: dict[str, Any] = yaml.safe_load(ASYNCAPI_PATH.read_text())
+SPEC_DICT = with_overlay(BASE_SPEC, "openapi", OVERLAY)
+SPEC = OpenAPI.from_dict(SPEC_DICT)
+SPEC_DOC = SchemaPath.from_dict(SPEC_DICT)
+ERROR_SCHEMA = SPEC_DOC / "components" / "schemas" / "ErrorResponse"
+ASYNCAPI = with_overlay(BASE_ASYNCAPI, "asyncapi", OVERLAY)
+_ASYNCAPI_URI = "urn:kalshi-asyncapi"
+
+
+def message_validator(schema: str, document: dict[str, Any] = ASYNCAPI) -> Draft202012Validator:
+    """A validator for one AsyncAPI payload schema, its references resolved in ``document``."""
+    registry: Registry[Any] = Registry().with_resource(
+        _ASYNCAPI_URI, Resource(contents=document, specification=DRAFT202012)
+    )
+    return Draft202012Validator(
+        {"$ref": f"{_ASYNCAPI_URI}#/components/schemas/{schema}"}, registry=registry
+    )
+
+
+#: The AsyncAPI payload schema of each frame type the mock sends (``ok`` only answers
+#: ``list_subscriptions``: every ``update_subscription`` is an error on this channel).
+FRAME_SCHEMAS = {
+    "rfq_created": "rfqCreatedPayload",
+    "rfq_deleted": "rfqDeletedPayload",
+    "quote_created": "quoteCreatedPayload",
+    "quote_accepted": "quoteAcceptedPayload",
+    "quote_executed": "quoteExecutedPayload",
+    "subscribed": "subscribedResponsePayload",
+    "unsubscribed": "unsubscribedResponsePayload",
+    "ok": "listSubscriptionsResponsePayload",
+    "error": "errorResponsePayload",
+}
+VALIDATORS = {kind: message_validator(schema) for kind, schema in FRAME_SCHEMAS.items()}
 
 
 def _documented() -> dict[tuple[str, str], set[int]]:
@@ -358,3 +476,190 @@ async def test_every_endpoint_matches_the_document(
         f"documented statuses never produced: {sorted(missing_statuses)}"
     )
     assert {status for *_, status in contract.undocumented} <= {400, 429}
+
+
+# ----------------------------------------------------------------------------- the overlay
+
+
+def test_overlay_entries_name_real_schemas_and_are_not_yet_in_the_documents() -> None:
+    assert OVERLAY
+    bases = {"openapi": BASE_SPEC, "asyncapi": BASE_ASYNCAPI}
+    overlaid = {"openapi": SPEC_DICT, "asyncapi": ASYNCAPI}
+    for req in OVERLAY:
+        base_holder = _holder(bases[req.document], req)  # KeyError: a schema that is gone
+        assert req.field not in base_holder.get("required", []), (
+            f"{req} is now required by the document itself; drop it from the overlay"
+        )
+        holder = _holder(overlaid[req.document], req)
+        assert req.field in holder["required"]
+        assert req.field in holder.get("properties", {}), f"{req}: give its property schema"
+
+
+# Where to find a live instance of each overlaid OpenAPI schema: a GET path template and
+# the keys leading from its body to the instance.
+_REST_SAMPLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Market": ("/markets/{ticker}", ("market",))
+}
+
+
+async def test_overlay_fields_are_required_in_rest_bodies() -> None:
+    async with MockExchange(MockConfig(seed=3, markets=6)) as mock, httpx.AsyncClient() as http:
+        ticker = next(iter(mock.exchange.markets))
+        base_spec = OpenAPI.from_dict(BASE_SPEC)
+        for req in (r for r in OVERLAY if r.document == "openapi"):
+            assert req.schema in _REST_SAMPLES, f"{req}: add a sample to _REST_SAMPLES"
+            template, keys = _REST_SAMPLES[req.schema]
+            path = PREFIX + template.format(ticker=ticker)
+            body = (await http.get(mock.base_url + path)).json()
+            request = MockRequest(SPEC_HOST, "get", path)
+
+            def response(data: Any) -> MockResponse:
+                return MockResponse(orjson.dumps(data), content_type="application/json")
+
+            SPEC.validate_response(request, response(body))
+            instance = body
+            for key in keys:
+                instance = instance[key]
+            assert req.field in instance, req
+            del instance[req.field]
+            # The older document alone lets the field go missing; the overlay does not.
+            base_spec.validate_response(request, response(body))
+            with pytest.raises(InvalidData, match=re.escape(f"'{req.field}' is a required")):
+                SPEC.validate_response(request, response(body))
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+
+async def _connect(
+    session: aiohttp.ClientSession, mock: MockExchange, signer: Signer
+) -> aiohttp.ClientWebSocketResponse:
+    ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
+        mock.ws_url, headers=signer.headers("GET", mock.ws_url)
+    )
+    return ws
+
+
+async def _frames_until(ws: aiohttp.ClientWebSocketResponse, last_id: int) -> list[dict[str, Any]]:
+    """Every text frame up to and including the reply to command ``last_id``."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):
+        while True:
+            msg = await ws.receive()
+            assert msg.type is WSMsgType.TEXT, msg
+            frame = orjson.loads(msg.data)
+            # Our own client must read every frame the mock sends, stamps and all.
+            try:
+                parsed = parse_message(msg.data)
+            except MalformedMessage as exc:  # pragma: no cover - the failure message
+                raise AssertionError(f"our parser refused a mock frame: {exc}") from None
+            assert not isinstance(parsed, UnknownMessage), frame
+            frames.append(frame)
+            if frame.get("id") == last_id:
+                return frames
+
+
+async def test_every_frame_the_mock_sends_matches_the_documented_messages(
+    rsa_key: TestKey, ed25519_key: TestKey
+) -> None:
+    config = MockConfig(seed=3, markets=12, time_scale=0.05, market_step_seconds=0)
+    async with MockExchange(config) as mock, aiohttp.ClientSession() as session:
+        requester = mock.register_key(KEY_ID, rsa_key.public)
+        maker = mock.register_key("maker-key", ed25519_key.public)
+        sockets = {
+            "requester": await _connect(session, mock, rsa_key.signer()),
+            "maker": await _connect(session, mock, ed25519_key.signer("maker-key")),
+        }
+        try:
+            for ws in sockets.values():
+                await ws.send_json(
+                    {"id": 1, "cmd": "subscribe", "params": {"channels": ["communications"]}}
+                )
+            maker_ws = sockets["maker"]
+            await maker_ws.send_json({"id": 2, "cmd": "list_subscriptions"})
+            await maker_ws.send_json({"id": 3, "cmd": "no_such_command"})
+            await maker_ws.send_json({"id": 4, "cmd": "unsubscribe", "params": {"sids": [42]}})
+            await maker_ws.send_json({"id": 5, "cmd": "subscribe", "params": {}})
+            ex = mock.exchange
+            # Commands are handled as they arrive: wait for the subscriptions before trading.
+            await eventually(
+                lambda: sum(bool(c.subscriptions) for c in mock._connections) == 2,
+                "both subscriptions",
+            )
+            tickers = [t for t, m in ex.markets.items() if m.grid == CENT_GRID and not m.hvm]
+
+            # A whole trade (contracts), with subaccounts on both sides.
+            rfq = ex.create_rfq(
+                requester,
+                {
+                    "market_ticker": tickers[0],
+                    "contracts_fp": "5",
+                    "rest_remainder": False,
+                    "subaccount": 1,
+                },
+            )
+            quote = ex.create_quote(
+                maker,
+                {
+                    "rfq_id": rfq.id,
+                    "yes_bid": "0.40",
+                    "no_bid": "0.50",
+                    "rest_remainder": False,
+                    "subaccount": 2,
+                },
+            )
+            ex.accept_quote(requester, quote.id, {"accepted_side": "no"})
+            ex.confirm_quote(maker, quote.id)
+            await eventually(lambda: quote.status == "executed", "the execution")
+            # An RFQ sized by target cost, created and withdrawn.
+            by_cost = ex.create_rfq(
+                requester,
+                {"market_ticker": tickers[1], "target_cost_dollars": "20", "rest_remainder": False},
+            )
+            ex.delete_rfq(requester, by_cost.id)
+
+            await maker_ws.send_json({"id": 6, "cmd": "unsubscribe", "params": {"sids": [1]}})
+            await sockets["requester"].send_json({"id": 6, "cmd": "list_subscriptions"})
+            frames = {name: await _frames_until(ws, 6) for name, ws in sockets.items()}
+        finally:
+            for ws in sockets.values():
+                await ws.close()
+
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for name, received in frames.items():
+        for frame in received:
+            kind = frame["type"]
+            assert kind in VALIDATORS, f"{name} got a frame of undocumented type: {frame}"
+            errors = sorted(VALIDATORS[kind].iter_errors(frame), key=str)
+            assert not errors, f"{name}: {kind} breaks its schema: {errors[0].message}\n{frame}"
+            seen.setdefault(kind, []).append(frame)
+    assert set(seen) == set(FRAME_SCHEMAS), f"never produced: {set(FRAME_SCHEMAS) - set(seen)}"
+
+    # Target-cost RFQ events say contracts_fp "0.00", like the REST RFQ.
+    cost_events = [
+        f["msg"] for f in seen["rfq_created"] + seen["rfq_deleted"] if f["msg"]["id"] == by_cost.id
+    ]
+    assert len(cost_events) == 4  # created and deleted, to both parties
+    assert {(m["contracts_fp"], m["target_cost_dollars"]) for m in cost_events} == {
+        ("0.00", "20.0000")
+    }
+    # Quote events carry the recipient's own subaccount, never the counterparty's.
+    for name, own in (("requester", 1), ("maker", 2)):
+        quote_frames = [
+            f
+            for f in frames[name]
+            if f["type"] in ("quote_created", "quote_accepted", "quote_executed")
+        ]
+        assert [f["msg"]["subaccount"] for f in quote_frames] == [own] * 3, name
+
+    # Each overlaid field is what makes a frame without it fail.
+    for req in (r for r in OVERLAY if r.document == "asyncapi"):
+        kind = next(k for k, schema in FRAME_SCHEMAS.items() if schema == req.schema)
+        frame = copy.deepcopy(seen[kind][0])
+        holder = frame
+        for key in req.at:
+            holder = holder[key]
+        del holder[req.field]
+        assert not list(message_validator(req.schema, BASE_ASYNCAPI).iter_errors(frame)), req
+        with pytest.raises(ValidationError):
+            VALIDATORS[kind].validate(frame)
