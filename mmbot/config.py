@@ -397,7 +397,11 @@ class QuotesSettings(BaseModel):
         description="replace a live quote when the reference mid moves more than this (dollars)",
     )
     rest_remainder: bool = Field(
-        default=False, description="ask the exchange to rest what a partial fill leaves"
+        default=False,
+        description=(
+            "ask the exchange to rest what a partial fill leaves; must stay false until "
+            "resting orders are tracked and cancelled like quotes"
+        ),
     )
     max_rfq_age_seconds: _PositiveSeconds = Field(
         default=10.0,
@@ -415,6 +419,23 @@ class QuotesSettings(BaseModel):
         default=0.25,
         description="shed a new quote still waiting for write budget this long after its RFQ came",
     )
+
+    @model_validator(mode="after")
+    def _refuse_rest_remainder(self) -> QuotesSettings:
+        # A remainder rests as an order on the book, and nothing here tracks orders: the
+        # kill switch, shutdown and cancel-all would leave it live. Refused until they do.
+        if self.rest_remainder:
+            raise _cross_field_error(
+                [
+                    _CrossFieldIssue(
+                        ("rest_remainder",),
+                        "false: the orders a remainder rests are not yet tracked, nor "
+                        "cancelled by the kill switch, shutdown or cancel-all",
+                        "true",
+                    )
+                ]
+            )
+        return self
 
 
 class RiskSettings(BaseModel):
@@ -494,6 +515,18 @@ class JournalSettings(BaseModel):
     )
     synchronous: Annotated[Literal["NORMAL", "FULL"], BeforeValidator(_upper)] = Field(
         default="NORMAL", description="SQLite synchronous mode: FULL also survives power loss"
+    )
+
+
+class ReconcileSettings(BaseModel):
+    """Reconciling with the exchange's records."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval_seconds: _PositiveSeconds = Field(
+        default=30.0,
+        description="reconcile positions and quotes with the exchange this often, "
+        "besides at start-up and after every reconnect",
     )
 
 
@@ -589,6 +622,7 @@ class Settings(BaseSettings):
     strategies: StrategiesSettings = Field(default_factory=StrategiesSettings)
     marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

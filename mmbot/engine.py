@@ -2,19 +2,31 @@
 
 :class:`Engine` wires the WebSocket stream to the quote manager. Each event is
 handled in its own supervised task, so a slow quote creation never holds up a
-confirmation. On start, once the first subscription stands, and after every
-``Reconnected`` marker it reconciles with the exchange over REST, because the
-``communications`` channel has no sequence numbers and events may have been missed:
+confirmation. On start, once the first subscription stands, after every
+``Reconnected`` marker and every ``reconcile.interval_seconds`` it reconciles with the
+exchange over REST, because the ``communications`` channel has no sequence numbers and
+events may have been missed:
 
-* positions are reloaded from ``GET /portfolio/positions`` (the exchange is the truth;
-  a market it no longer lists is flat);
-* own open quotes the daemon does not track are deleted;
-* own quotes accepted but not confirmed are re-examined (confirmed if risk allows);
+* confirmed quotes are settled from REST first (executed ones booked from their fills);
+* positions are reloaded from ``GET /portfolio/positions`` (the exchange is the truth);
+  a position the exchange closed without us seeing it (settlement) is realised at the
+  market's settlement value, or at its worst case when the market does not say;
+* executions whose fills never showed are released: the positions just loaded hold them;
+* own open quotes the daemon does not track are withdrawn (with retries, like any other);
+* own quotes accepted but not confirmed are re-examined: one this journal created is
+  judged from the journal's record of it (and declined if the market moved against it);
+  any other is declined and withdrawn;
 * own confirmed quotes are tracked until they execute;
 * open RFQs created while disconnected are quoted if still fresh.
 
-On stop (SIGTERM, SIGINT or ``--duration``) it stops quoting, deletes every own
-open quote within ``shutdown.timeout_seconds``, flushes the journal and returns.
+At start-up it refuses to trade when the account holds open or accepted quotes this
+journal did not create (another daemon on the same key), unless told to adopt them
+(``--adopt-orphans``: they are declined and withdrawn). Today's realised P&L is rebuilt
+from the journal, so a restart does not reset the daily loss limit.
+
+On stop (SIGTERM, SIGINT or ``--duration``) it stops quoting, withdraws every own open
+quote within ``shutdown.timeout_seconds``, flushes the journal and reports how many quotes
+it could not confirm gone (:attr:`Engine.left_open`), which makes the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -22,20 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from mmbot.config import Settings
-from mmbot.journal import Journal
+from mmbot.journal import CreatedQuote, Journal, JournalError
 from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import (
+    Market,
     MarketPosition,
     Quote,
     QuoteAccepted,
@@ -50,15 +63,26 @@ from mmbot.marketdata import MarketData
 from mmbot.observability import Health, State
 from mmbot.quoting import LatencyObserver, QuoteManager
 from mmbot.risk import RiskBook
-from mmbot.strategy import StrategyRouter
+from mmbot.strategy import Strategy, StrategyRouter
 
-__all__ = ["Engine", "Snapshot"]
+__all__ = ["Engine", "Snapshot", "StartupRefused"]
 
 log = structlog.get_logger("mmbot.engine")
 
 _ZERO = Decimal(0)
+_ONE = Decimal(1)
 _KILL_SWITCH_POLL_SECONDS = 0.5
+# How long a kill-switch sweep waits for its withdrawals before the watcher looks again.
+_KILL_SWITCH_SWEEP_SECONDS = 2.0
 _RESTART_DELAY_SECONDS = 1.0
+# A crashed run's last journal rows may be lost with it: a quote created this soon after
+# its last row is taken for one of its own.
+_CRASH_GRACE = timedelta(seconds=5)
+_SETTLED_STATUSES = frozenset({"determined", "finalized", "settled", "amended"})
+
+
+class StartupRefused(Exception):
+    """The account is in a state this daemon must not start trading on; the text says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +125,7 @@ class Engine:
         market_data: MarketData,
         status: Callable[[str], None] | None = None,
         latency: LatencyObserver | None = None,
+        adopt_orphans: bool = False,
     ) -> None:
         self.settings = settings
         self.rest = rest
@@ -119,9 +144,19 @@ class Engine:
         self.failure: BaseException | None = None
         self._reconciling = asyncio.Lock()
         self.reconciliations = 0
+        self.adopt_orphans = adopt_orphans
+        self.quotes.on_reconcile_needed = self.request_reconcile
+        self._reconcile_wanted = asyncio.Event()
         # Readiness: set once the start-up reconciliation is done, and from shutdown on.
         self._started = False
         self._stopping = False
+        # The last kill-switch look that failed, so a failing stat is logged once, not twice
+        # a second.
+        self._kill_switch_error: str | None = None
+        #: After shutdown: quotes of ours the exchange did not confirm gone, and whether the
+        #: account could be listed to check for quotes nothing tracked.
+        self.left_open = 0
+        self.cleanup_verified = False
 
     # ------------------------------------------------------------------ running
 
@@ -130,7 +165,9 @@ class Engine:
         for strategy in self.router.strategies():
             strategy.on_start()
         self.communications_id = await self.rest.get_communications_id()
+        self.quotes.me = self.communications_id
         markets = await self.market_data.prime()
+        await self._rebuild_daily_pnl()
         log.info("daemon_started", markets=markets, strategies=len(self.router.strategies()))
         # Read the kill switch before the first reconciliation: it quotes the open RFQs it
         # finds and confirms acceptances an earlier run left, and the watcher's first look
@@ -138,7 +175,12 @@ class Engine:
         if await self._kill_switch_file_present():
             self.risk.kill_switch = True
             log.error("kill_switch_on", file=str(self.settings.risk.kill_switch_file))
-        await self.reconcile("start")
+        # Not through reconcile(): a refusal must stop the start, not be logged and skipped.
+        async with self._reconciling:
+            counts = await self._reconcile("start")
+            self.reconciliations += 1
+            self.journal.record_reconciled(trigger="start", counts=counts)
+            log.info("reconciled", why="start", **counts)
         self._started = True
         # Everything allocated so far (modules, models, schemas, the markets) lives as
         # long as the process. Frozen, the collector stops rescanning it, and the full
@@ -150,6 +192,7 @@ class Engine:
             asyncio.create_task(self._supervise("kill_switch", self._watch_kill_switch)),
             asyncio.create_task(self._consume(stop), name="consume"),
             asyncio.create_task(self._supervise("catch_up", self._reconcile_once_subscribed)),
+            asyncio.create_task(self._supervise("reconcile", self._reconcile_periodically)),
         ]
         if self._status is not None:
             background.append(asyncio.create_task(self._supervise("status", self._report)))
@@ -157,7 +200,17 @@ class Engine:
             await stop.wait()
         finally:
             await self.shutdown(background)
-        return 1 if self.failure is not None else 0
+        if self.failure is not None or self.left_open or not self.cleanup_verified:
+            return 1
+        return 0
+
+    async def _rebuild_daily_pnl(self) -> None:
+        """Start today's realised P&L from the journal: a restart must not reset the limit."""
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        realized = await asyncio.to_thread(self.journal.realized_pnl_since, midnight)
+        self.risk.set_realized_today(realized)
+        if realized:
+            log.info("daily_pnl_rebuilt", realized_today=str(realized))
 
     async def _supervise(self, name: str, body: Callable[[], Any]) -> None:
         """Run a background loop forever, restarting it after an error."""
@@ -208,10 +261,43 @@ class Engine:
         await self.stream.wait_subscribed()
         await self.reconcile("subscribed")
 
+    async def _reconcile_periodically(self) -> None:
+        # Reconnects are not the only way to miss an event: a dropped frame on a live
+        # connection leaves no trace. A timer bounds how long the book can be wrong.
+        interval = self.settings.reconcile.interval_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reconcile_wanted.wait(), interval)
+            why = "requested" if self._reconcile_wanted.is_set() else "timer"
+            self._reconcile_wanted.clear()
+            await self.reconcile(why)
+
+    def request_reconcile(self, reason: str) -> None:
+        """Ask for a reconciliation soon (something only the exchange's records can settle)."""
+        log.info("reconcile_requested", reason=reason)
+        self._reconcile_wanted.set()
+
     async def _kill_switch_file_present(self) -> bool:
+        """Whether the kill-switch file exists; a file that cannot be looked at counts as on."""
         path = self.settings.risk.kill_switch_file
-        # A stat, off the event loop: cheap and never on the hot path.
-        return path is not None and await asyncio.to_thread(Path(path).exists)
+        if path is None:
+            return False
+        try:
+            # A stat, off the event loop: cheap and never on the hot path.
+            await asyncio.to_thread(os.stat, path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._kill_switch_error = None
+            return False
+        except OSError as exc:
+            # EACCES, EIO, a stale mount: we cannot tell whether the operator asked us to
+            # stop, so we stop.
+            error = exc.strerror or type(exc).__name__
+            if error != self._kill_switch_error:
+                log.error("kill_switch_unreadable", file=str(path), error=error, taken_as="on")
+            self._kill_switch_error = error
+            return True
+        self._kill_switch_error = None
+        return True
 
     async def _watch_kill_switch(self) -> None:
         path = self.settings.risk.kill_switch_file
@@ -222,15 +308,28 @@ class Engine:
             if present and not self.risk.kill_switch:
                 self.risk.kill_switch = True
                 log.error("kill_switch_on", file=str(path))
-                deleted = await self.quotes.cancel_all("kill_switch")
-                log.error("kill_switch_cancelled_quotes", deleted=deleted)
+                deleted = await self.quotes.cancel_all(
+                    "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
+                )
+                log.error(
+                    "kill_switch_cancelled_quotes",
+                    deleted=deleted,
+                    still_open=self.quotes.open_quotes,
+                )
             elif present:
                 # A quote whose creation was in flight when the switch went on was not yet
-                # open for cancel_all, and lands open afterwards: withdraw such stragglers
-                # on every look while the switch stays on (a no-op when nothing is open).
-                late = await self.quotes.cancel_all("kill_switch")
+                # open for cancel_all, and lands open afterwards; a withdrawal may still be
+                # retrying. Sweep on every look while the switch stays on (a no-op when
+                # nothing is open).
+                late = await self.quotes.cancel_all(
+                    "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
+                )
                 if late:
-                    log.error("kill_switch_cancelled_quotes", deleted=late)
+                    log.error(
+                        "kill_switch_cancelled_quotes",
+                        deleted=late,
+                        still_open=self.quotes.open_quotes,
+                    )
             elif not present and self.risk.kill_switch:
                 self.risk.kill_switch = False
                 log.warning("kill_switch_off", file=str(path))
@@ -249,38 +348,69 @@ class Engine:
         """Bring local state in line with the exchange (see the module docstring)."""
         async with self._reconciling:
             try:
-                counts = await self._reconcile()
-            except KalshiError as exc:
+                counts = await self._reconcile(why)
+            except (KalshiError, JournalError) as exc:
                 log.warning("reconcile_failed", why=why, error=str(exc))
                 return
             self.reconciliations += 1
             self.journal.record_reconciled(trigger=why, counts=counts)
             log.info("reconciled", why=why, **counts)
 
-    async def _reconcile(self) -> dict[str, int]:
-        counts = {"positions": 0, "untracked_deleted": 0, "accepted": 0, "confirmed": 0, "rfqs": 0}
+    async def _reconcile(self, why: str) -> dict[str, int]:
+        counts = {
+            "positions": 0,
+            "untracked_deleted": 0,
+            "accepted": 0,
+            "confirmed": 0,
+            "rfqs": 0,
+            "settled": 0,
+        }
+        quotes = self.quotes
         # Settle our confirmed quotes *before* loading positions: a fill that executed while
         # its quote_executed event was lost (a WS drop) is already inside the position the
         # exchange reports, and settling it afterwards would commit it a second time on top
         # (RiskBook.set_position's contract). Settled first, its commit is then overwritten
         # by the exchange's figure.
-        for live in self.quotes.live():
-            if live.state == "confirmed" and live.quote_id is not None:
+        unbooked = []
+        for live in quotes.live():
+            if live.quote_id is None:
+                continue
+            if live.state == "confirmed":
                 with contextlib.suppress(KalshiError):
                     quote = await self.rest.get_quote(live.quote_id, rfq_id=live.rfq.id)
-                    self.quotes.settle_from_rest(live, quote)
+                    await quotes.settle_from_rest(live, quote)
+            if live.state == "executing" and not await quotes.settle_execution(live):
+                unbooked.append(live)
         listed: set[str] = set()
         async for position in self.rest.iter_positions():
-            self._load_position(position.ticker, position.position_fp, _plausible_cost(position))
             listed.add(position.ticker)
             counts["positions"] += 1
+            if position.position_fp == 0 and self.risk.position(position.ticker) != 0:
+                counts["settled"] += await self._position_closed(position.ticker)
+            else:
+                self._load_position(
+                    position.ticker, position.position_fp, _plausible_cost(position)
+                )
         # The exchange is the truth for markets it stops listing too (a settled market
-        # drops out of the default, unsettled-only listing): set_position only touches the
-        # markets named, so a position kept here would count against limits forever.
+        # drops out of the default listing): set_position only touches the markets named,
+        # so a position kept here would count against limits forever.
         for market in set(self.risk.positions()) - listed:
-            self._load_position(market, _ZERO, _ZERO)
+            counts["settled"] += await self._position_closed(market)
+        # Executions whose fills never showed are inside the positions just loaded: only now
+        # may their reservations go, or the fill would count nowhere in between.
+        for live in unbooked:
+            quotes.release_unbooked(live)
 
         open_quotes = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
+        accepted = [q async for q in self.rest.iter_quotes(user_filter="self", status="accepted")]
+        # What the journal says we quoted: the record an acceptance is judged against, and
+        # at start-up the test of whether these quotes are ours at all.
+        records = await asyncio.to_thread(
+            self.journal.quotes_created, [q.id for q in open_quotes + accepted]
+        )
+        if why == "start":
+            await self._refuse_orphans(open_quotes + accepted, records)
+
         for quote in open_quotes:
             # Judged against what is tracked now, after the listing, not before it: RFQ
             # handlers run meanwhile (after a reconnect events flow during reconciliation),
@@ -288,23 +418,26 @@ class Engine:
             # answer is still on its way is not in tracked_quote_ids() yet, but its RFQ is
             # tracked (state "creating"); any open quote of ours on a tracked RFQ is that
             # quote, since a new quote on an RFQ replaces our previous one.
-            tracked = self.quotes.tracked_quote_ids()
-            tracked_rfqs = {live.rfq.id for live in self.quotes.live()}
-            untracked = quote.id not in tracked and quote.rfq_id not in tracked_rfqs
-            if untracked and await self._delete_untracked(quote, "reconcile_untracked"):
+            tracked = quotes.tracked_quote_ids()
+            tracked_rfqs = {live.rfq.id for live in quotes.live()}
+            if quote.id not in tracked and quote.rfq_id not in tracked_rfqs:
+                quotes.withdraw_untracked(quote, "reconcile_untracked")
                 counts["untracked_deleted"] += 1
 
-        async for quote in self.rest.iter_quotes(user_filter="self", status="accepted"):
+        for quote in accepted:
             counts["accepted"] += 1
-            strategy = self.router.route(quote.market_ticker, "")
-            if strategy is not None:
-                self.quotes.adopt(quote, strategy)
-            # Judged like any acceptance: risk decides whether to confirm (or decline).
-            self.quotes.spawn(self.quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
+            record = records.get(quote.id)
+            if quote.id not in quotes.tracked_quote_ids() and record is not None:
+                strategy, event = await self._route(record.market)
+                if strategy is not None:
+                    quotes.adopt(quote, strategy, record, event)
+            # Judged like any acceptance: from our record, by risk, and declined (and
+            # withdrawn) when there is no record of it to judge it by.
+            quotes.spawn(quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
 
         async for quote in self.rest.iter_quotes(user_filter="self", status="confirmed"):
-            strategy = self.router.route(quote.market_ticker, "")
-            if self.quotes.adopt_confirmed(quote, strategy):
+            strategy, event = await self._route(quote.market_ticker)
+            if quotes.adopt_confirmed(quote, strategy, event):
                 counts["confirmed"] += 1
 
         max_age = self.settings.quotes.max_rfq_age_seconds
@@ -315,8 +448,42 @@ class Engine:
             created = rfq.created_ts
             if created is not None and (now - created).total_seconds() <= max_age:
                 counts["rfqs"] += 1
-                self.quotes.spawn(self.quotes.on_rfq(rfq), "rfq-catch-up")
+                quotes.spawn(quotes.on_rfq(rfq), "rfq-catch-up")
         return counts
+
+    async def _route(self, market: str) -> tuple[Strategy[Any] | None, str]:
+        """The strategy for ``market`` and its event ticker (routes may match on either)."""
+        cached = self.market_data.market(market) or await self.market_data.ensure_fresh(market)
+        event = (cached.event_ticker or "") if cached is not None else ""
+        return self.router.route(market, event), event
+
+    async def _refuse_orphans(self, found: list[Quote], records: dict[str, CreatedQuote]) -> None:
+        """Refuse to start beside quotes this journal did not create, unless adopting them."""
+        orphans = [q for q in found if q.id not in records]
+        if not orphans:
+            return
+        runs = await asyncio.to_thread(self.journal.runs)
+        previous = [run for run in runs if run.run_id != self.journal.run_id]
+        last = previous[-1] if previous else None
+        if last is not None and last.stopped_at is None:
+            # The last run crashed: rows it had not written yet died with it. A quote
+            # created while it ran, or just after its last row, is taken for its own.
+            until = last.last_at + _CRASH_GRACE
+            orphans = [
+                q
+                for q in orphans
+                if q.created_ts is None or not (last.started_at <= q.created_ts <= until)
+            ]
+        if not orphans:
+            return
+        if self.adopt_orphans:
+            log.warning("adopting_orphan_quotes", quotes=len(orphans), action="withdraw")
+            return
+        raise StartupRefused(
+            f"{len(orphans)} open or accepted quote(s) on this account were not created by "
+            f"the journal {self.journal.path}: another mmbot may be trading with the same key. "
+            "Stop it, or start with --adopt-orphans to take the quotes over and withdraw them."
+        )
 
     def _load_position(self, market: str, contracts: Decimal, cost: Decimal) -> None:
         """Take the exchange's position for ``market``; journal it when it is news to us.
@@ -336,16 +503,43 @@ class Engine:
                 detail={"before": before},
             )
 
-    async def _delete_untracked(self, quote: Quote, reason: str) -> bool:
-        """Delete an open quote of ours that the quote manager does not follow; journal it."""
-        try:
-            await self.rest.delete_quote(quote.id, rfq_id=quote.rfq_id)
-        except KalshiError:
-            return False  # still open: the next reconciliation or sweep tries again
-        self.journal.record_quote_deleted(
-            rfq_id=quote.rfq_id, quote_id=quote.id, market=quote.market_ticker, reason=reason
+    async def _position_closed(self, market: str) -> int:
+        """The exchange no longer holds a position we hold: realise it; 1 if settled.
+
+        A settled market pays its settlement value, and that P&L counts against today's
+        loss limit. When the market does not say what it paid, the worst case is taken
+        (the position's whole cost is lost) and the operator is told.
+        """
+        state = self.risk.positions().get(market)
+        if state is None or (state.contracts == 0 and state.cost == 0):
+            self.risk.set_position(market, _ZERO, _ZERO)
+            return 0
+        settled = None
+        with contextlib.suppress(KalshiError):
+            settled = _settlement_value(await self.rest.get_market(market))
+        if settled is None:
+            log.error(
+                "position_closed_unseen",
+                market=market,
+                contracts=str(state.contracts),
+                cost=str(state.cost),
+                assumed="the whole cost is lost",
+            )
+            # Worthless to whoever holds it: YES settles at 0 for a YES holder, 1 for NO.
+            value = _ZERO if state.contracts > 0 else _ONE
+            reason = "closed_unseen"
+        else:
+            value, reason = settled, "settled"
+        realized = self.risk.settle(market, value)
+        self.journal.record_position_changed(
+            market=market,
+            contracts=_ZERO,
+            realized_pnl_change=realized,
+            reason=reason,
+            detail={"before": state.contracts, "cost": state.cost, "yes_value": value},
         )
-        return True
+        log.info("position_settled", market=market, realized=str(realized), reason=reason)
+        return 1 if settled is not None else 0
 
     # ------------------------------------------------------------------ status and shutdown
 
@@ -377,7 +571,19 @@ class Engine:
             reasons.append("starting: loading markets and reconciling with the exchange")
         subscribed = self.stream.subscribed
         if not subscribed:
-            reasons.append("websocket not subscribed")
+            refusal = self.stream.last_refusal
+            reasons.append(
+                f"websocket not subscribed: {refusal}" if refusal else "websocket not subscribed"
+            )
+        refused = self.rest.auth_failure
+        if refused is not None:
+            reasons.append(
+                f"the exchange refuses our requests: {refused.message} (HTTP {refused.status}); "
+                "if it says the timestamp is too old or in the future, this host's clock is "
+                "off: check NTP"
+            )
+        if not self.journal.healthy:
+            reasons.append(f"journal unhealthy, no new risk: {self.journal.last_error}")
         age = self.market_data.last_success_age()
         config = self.settings.marketdata
         # A refresh is due every refresh_seconds and keeps data younger than ttl_seconds;
@@ -406,6 +612,7 @@ class Engine:
             daily_loss_limit=self.settings.risk.max_daily_loss_dollars,
             realized_pnl=snapshot.realized_pnl,
             unrealized_pnl=snapshot.unrealized_pnl,
+            daily_pnl=self.risk.daily_pnl(),
             ws_frames=stats.frames,
             ws_invalid=stats.malformed,
             ws_unknown=stats.unknown,
@@ -434,6 +641,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         deleted = 0
+        verified = False
         try:
             async with asyncio.timeout(timeout):
                 # Handlers already past their "still quoting?" check (an RFQ waiting for its
@@ -448,17 +656,32 @@ class Engine:
                 leftovers = [
                     q async for q in self.rest.iter_quotes(user_filter="self", status="open")
                 ]
+                tracked = self.quotes.tracked_quote_ids()
                 for quote in leftovers:
-                    deleted += await self._delete_untracked(quote, "shutdown_untracked")
+                    if quote.id not in tracked:
+                        self.quotes.withdraw_untracked(quote, "shutdown_untracked")
+                deleted += await self.quotes.cancel_all("shutdown")
+                verified = True
         except TimeoutError:
-            log.error("shutdown_timeout", seconds=timeout)
+            log.error("shutdown_timeout", seconds=timeout, still_open=self.quotes.open_quotes)
         except KalshiError as exc:
             log.error("shutdown_cleanup_failed", error=str(exc))
+        self.left_open = self.quotes.open_quotes
+        self.cleanup_verified = verified and self.left_open == 0
+        if not self.cleanup_verified:
+            log.error(
+                "shutdown_left_quotes_open",
+                quotes=self.left_open,
+                verified=verified,
+                fix="mmbot quotes cancel-all",
+            )
         snapshot = self.snapshot()
         self.journal.record_run_stopped(
             reason="shutdown",
             detail={
                 "deleted_quotes": deleted,
+                "left_open": self.left_open,
+                "cleanup_verified": self.cleanup_verified,
                 "exposure": snapshot.exposure,
                 "realized_pnl": snapshot.realized_pnl,
             },
@@ -492,8 +715,23 @@ def _plausible_cost(position: MarketPosition) -> Decimal:
     return ceiling
 
 
+def _settlement_value(market: Market) -> Decimal | None:
+    """What one YES contract of a settled market paid, or None if it is not settled."""
+    if market.settlement_value_dollars is not None:
+        return market.settlement_value_dollars
+    if market.status in _SETTLED_STATUSES or market.result in ("yes", "no"):
+        if market.result == "yes":
+            return _ONE
+        if market.result == "no":
+            return _ZERO
+    return None
+
+
 def _accepted_msg(quote: Quote) -> QuoteAcceptedMsg:
     """An acceptance found over REST, in the shape the WebSocket would have delivered it."""
+    # The REST quote does not say how much was accepted; a size of zero (a budget-sized
+    # RFQ) is none at all, which our record then reads as the size we offered.
+    size = quote.contracts_fp if quote.contracts_fp is not None and quote.contracts_fp > 0 else None
     return QuoteAcceptedMsg(
         quote_id=quote.id,
         rfq_id=quote.rfq_id,
@@ -505,5 +743,5 @@ def _accepted_msg(quote: Quote) -> QuoteAcceptedMsg:
         yes_contracts_offered_fp=quote.yes_contracts_fp,
         no_contracts_offered_fp=quote.no_contracts_fp,
         accepted_side=quote.accepted_side,
-        contracts_accepted_fp=quote.contracts_fp,
+        contracts_accepted_fp=size,
     )

@@ -109,6 +109,7 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_exposure_limit_dollars": "gauge",
     "mmbot_daily_loss_limit_dollars": "gauge",
     "mmbot_unrealized_pnl_dollars": "gauge",
+    "mmbot_daily_pnl_dollars": "gauge",
     "mmbot_marketdata_age_seconds": "gauge",
     "mmbot_journal_backlog_rows": "gauge",
     "mmbot_journal_rows_lost_total": "counter",
@@ -153,6 +154,7 @@ class State:
     daily_loss_limit: Decimal = Decimal(0)
     realized_pnl: Decimal = Decimal(0)
     unrealized_pnl: Decimal = Decimal(0)
+    daily_pnl: Decimal = Decimal(0)
     ws_frames: int = 0
     ws_invalid: int = 0
     ws_unknown: int = 0
@@ -394,6 +396,12 @@ class _StateCollector(Collector):
             "mmbot_unrealized_pnl_dollars",
             "open positions marked at the reference mid",
             s.unrealized_pnl,
+        )
+        yield gauge(
+            "mmbot_daily_pnl_dollars",
+            "today's P&L as the daily loss limit reads it: realised since UTC midnight, "
+            "positions marked to market, pending fills at their worst",
+            s.daily_pnl,
         )
         yield counter("mmbot_ws_frames_total", "WebSocket frames received", s.ws_frames)
         yield counter(

@@ -7,18 +7,28 @@ side the risk book could not confirm, and sends one post-only quote. A quote is
 deleted after its TTL and when its RFQ goes away, and replaced when the
 reference mid moves more than ``quotes.requote_threshold``.
 
-When a requester accepts, the risk book reserves the fill atomically (the event
-loop is single-threaded and :meth:`RiskBook.reserve` is synchronous) and the
-confirm goes out on the write lane's highest priority, with a deadline inside
-the confirmation window (30 s, 3 s on High Volatility Markets). An accept that
-risk declines is deleted and journaled with its reason. ``quote_executed``
-turns the reservation into a position.
+A quote is ours until the exchange says it is gone. Withdrawing one (TTL, a
+failed requote, a declined acceptance, the kill switch, shutdown) keeps it
+tracked, counted as open and in every sweep, and retries the DELETE with backoff
+until the exchange answers 204 or 404 (or closes its RFQ); an acceptance that
+arrives meanwhile is declined.
+
+When a requester accepts, the fill is built from our own record of the quote
+(our price, our market, at most our offered size for that side); a frame that
+disagrees is declined with its own reason. The risk book reserves the fill
+atomically (the event loop is single-threaded and :meth:`RiskBook.reserve` is
+synchronous) and the confirm goes out on the write lane's highest priority, with
+a deadline inside the confirmation window (30 s, 3 s on High Volatility
+Markets). An accept that risk declines is withdrawn and journaled with its
+reason. ``quote_executed`` is booked from the fills the exchange lists under the
+execution's ``order_id``: a partial fill books what filled and releases the
+rest; fills that never show up are left to the next reconciliation, which holds
+the reservation until the exchange's positions include them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -28,8 +38,11 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from mmbot.config import QuotesSettings
-from mmbot.journal import Journal
+from mmbot.journal import CreatedQuote, Journal
+from mmbot.kalshi.backoff import Backoff
 from mmbot.kalshi.errors import (
+    BadRequestError,
+    ConflictError,
     KalshiApiError,
     KalshiError,
     NotFoundError,
@@ -43,7 +56,7 @@ from mmbot.kalshi.models import (
     QuoteAcceptedMsg,
     QuoteExecutedMsg,
     Rfq,
-    maker_fill_for_accept,
+    accepted_bid,
 )
 from mmbot.kalshi.ratelimit import Shed
 from mmbot.kalshi.rest import InvalidQuoteError, KalshiRestClient
@@ -67,6 +80,7 @@ __all__ = [
     "QuoteManager",
     "confirm_window_seconds",
     "expected_value",
+    "rfq_contracts",
     "shape_prices",
 ]
 
@@ -87,9 +101,20 @@ _EXECUTION_GRACE_SECONDS = 5.0
 _EXECUTION_CHECK_MAX_SECONDS = 60.0
 _CREATE_DEADLINE_SECONDS = 2.0
 _DELETE_DEADLINE_SECONDS = 2.0
+# A withdrawal whose DELETE failed tries again after a full-jitter backoff up to this cap:
+# short enough that a quote outlives an exchange blip by seconds, not minutes.
+_WITHDRAW_RETRY_BASE_SECONDS = 0.25
+_WITHDRAW_RETRY_CAP_SECONDS = 2.0
+# Delays before each look at the fills of an execution: the fills listing may trail the
+# quote_executed event by a moment.
+_FILL_LOOKUP_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 _RECENT_RFQS = 10_000
+_GONE = "gone"
 
-State = Literal["creating", "open", "confirmed", "done"]
+# creating: the create request is out; open: live on the exchange; withdrawing: its DELETE
+# is out or being retried (still live until the exchange says otherwise); confirmed: our
+# confirm is out or done; executing: executed, its fills being looked up; done: forgotten.
+State = Literal["creating", "open", "withdrawing", "confirmed", "executing", "done"]
 
 
 def confirm_window_seconds(hvm: bool) -> float:
@@ -129,20 +154,68 @@ def expected_value(live: LiveQuote) -> Decimal:
     return best
 
 
+def rfq_contracts(rfq: Rfq) -> Decimal | None:
+    """The RFQ's size in contracts, or None when a dollar budget sizes it.
+
+    Kalshi's RFQ schema requires ``contracts_fp``: an RFQ sized by ``target_cost_dollars``
+    reports it as ``"0.00"``, so zero means "sized by its budget", not "zero contracts".
+    """
+    contracts = rfq.contracts_fp
+    return contracts if contracts is not None and contracts > 0 else None
+
+
 def _sized(rfq: Rfq) -> bool:
     """Whether the RFQ asks for a positive size, in contracts or as a dollar budget."""
-    if rfq.contracts_fp is not None:
-        return rfq.contracts_fp > 0
+    if rfq.contracts_fp is not None and rfq.contracts_fp < 0:
+        return False
+    if rfq_contracts(rfq) is not None:
+        return True
     return rfq.target_cost_dollars is not None and rfq.target_cost_dollars > 0
 
 
 def _contracts_for(rfq: Rfq, price: Decimal) -> Decimal:
     """Contracts a full fill of one side would be: the RFQ size, or what its budget buys."""
-    if rfq.contracts_fp is not None:
-        return rfq.contracts_fp
+    contracts = rfq_contracts(rfq)
+    if contracts is not None:
+        return contracts
     if rfq.target_cost_dollars is None or price <= 0:
         return _ZERO
+    # Whole contracts, as the exchange derives the size it offers per side.
     return (rfq.target_cost_dollars / price).to_integral_value(rounding=ROUND_FLOOR)
+
+
+def _fill_from_record(live: LiveQuote, msg: QuoteAcceptedMsg) -> tuple[MakerFill | None, str, str]:
+    """The fill an acceptance commits us to, from our own record of the quote.
+
+    Returns the fill, or None with the reason and detail to decline with. Our price and
+    market decide; the frame may only name the side and a size up to what we offered.
+    """
+    side = msg.accepted_side
+    if side is None:
+        return None, "malformed_accept", f"quote {msg.quote_id}: acceptance without accepted_side"
+    ours = live.rfq.market_ticker
+    if msg.market_ticker != ours:
+        detail = f"the acceptance names market {msg.market_ticker}; we quoted {ours}"
+        return None, "accept_market_mismatch", detail
+    if msg.rfq_id != live.rfq.id:
+        detail = f"the acceptance names RFQ {msg.rfq_id}; we quoted RFQ {live.rfq.id}"
+        return None, "accept_rfq_mismatch", detail
+    price = accepted_bid(side, live.yes_bid, live.no_bid)
+    if price <= 0:
+        return None, "accept_of_declined_side", f"we bid nothing on {side}"
+    claimed = accepted_bid(side, msg.yes_bid_dollars, msg.no_bid_dollars)
+    if claimed != price:
+        detail = f"the acceptance says {side} at {claimed}; we quoted {price}"
+        return None, "accept_price_mismatch", detail
+    offered = _contracts_for(live.rfq, price)
+    # Field reports: acceptances of budget-sized RFQs may omit the size; it is our offer.
+    contracts = msg.contracts_accepted_fp if msg.contracts_accepted_fp is not None else offered
+    if contracts <= 0:
+        return None, "malformed_accept", f"accepted size {contracts} is not positive"
+    if contracts > offered:
+        detail = f"{contracts} contracts accepted; we offered {offered} on {side}"
+        return None, "accept_size_mismatch", detail
+    return MakerFill(side=side, price=price, contracts=contracts), "", ""
 
 
 def _may_have_landed(exc: KalshiError) -> bool:
@@ -208,6 +281,26 @@ class LiveQuote:
     received_at: float | None = None
     # REST looks taken at this quote's late execution so far.
     execution_checks: int = 0
+    # Found on the exchange by a reconciliation rather than sent by this run: its
+    # acceptance gets a look at the market before it is confirmed.
+    adopted: bool = False
+    # The order the execution placed for us, which its fills are listed under.
+    order_id: str | None = None
+
+
+@dataclass(eq=False)
+class _Withdrawal:
+    """A quote of ours being withdrawn: live on the exchange until it says otherwise."""
+
+    quote_id: str
+    rfq_id: str
+    market: str
+    reason: str
+    live: LiveQuote | None
+    task: asyncio.Task[None] | None = None
+    attempts: int = 0
+    # An acceptance of it was declined already (a duplicate event must not decline twice).
+    declined: bool = False
 
 
 class QuoteManager:
@@ -224,6 +317,7 @@ class QuoteManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         latency: LatencyObserver | None = None,
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
     ) -> None:
         self._rest = rest
         self._market_data = market_data
@@ -249,15 +343,29 @@ class QuoteManager:
         self._unjournaled: dict[str, Rfq] = {}
         self._seen_rfqs: dict[str, None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Quotes whose withdrawal the exchange has not confirmed yet, by quote id.
+        self._withdrawals: dict[str, _Withdrawal] = {}
+        self._sleep = sleep
+        #: Our communications id: acceptances and executions naming another maker as the
+        #: quote's creator are not ours to decline or book. None until the engine knows it.
+        self.me: str | None = None
+        #: Asked for a reconciliation with the exchange when only its positions can settle
+        #: something (an execution whose fills never showed); set by the engine.
+        self.on_reconcile_needed: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ bookkeeping
 
     @property
     def open_quotes(self) -> int:
-        """Quotes live on the exchange (sent and not yet accepted, deleted or expired)."""
+        """Quotes live on the exchange: sent, or being withdrawn and not yet gone."""
         # Kept as a count: every RFQ's risk check reads it, and counting the tracked
         # quotes each time was a visible share of the time before each quote went out.
-        return self._open_count
+        return self._open_count + len(self._withdrawals)
+
+    @property
+    def withdrawals_pending(self) -> int:
+        """Quotes whose DELETE the exchange has not confirmed yet."""
+        return len(self._withdrawals)
 
     def live(self) -> list[LiveQuote]:
         """Every tracked quote."""
@@ -270,8 +378,8 @@ class QuoteManager:
         return list(tracked.values())
 
     def tracked_quote_ids(self) -> set[str]:
-        """Ids of every quote the manager tracks."""
-        return set(self._by_quote)
+        """Ids of every quote the manager tracks, those being withdrawn included."""
+        return set(self._by_quote) | set(self._withdrawals)
 
     @property
     def tasks_in_flight(self) -> int:
@@ -329,16 +437,21 @@ class QuoteManager:
         if live.expiry is not None:
             live.expiry.cancel()
             live.expiry = None
-        if self._by_rfq.get(live.rfq.id) is live:
-            del self._by_rfq[live.rfq.id]
-            same_market = self._by_market.get(live.rfq.market_ticker)
-            if same_market is not None:
-                same_market.pop(live.rfq.id, None)
-                if not same_market:
-                    del self._by_market[live.rfq.market_ticker]
-            self._market_data.unwatch(live.rfq.market_ticker)
+        self._untrack_rfq(live)
         if live.quote_id is not None and self._by_quote.get(live.quote_id) is live:
             del self._by_quote[live.quote_id]
+
+    def _untrack_rfq(self, live: LiveQuote) -> None:
+        """Stop indexing ``live`` by its RFQ and market (and refreshing the market for it)."""
+        if self._by_rfq.get(live.rfq.id) is not live:
+            return
+        del self._by_rfq[live.rfq.id]
+        same_market = self._by_market.get(live.rfq.market_ticker)
+        if same_market is not None:
+            same_market.pop(live.rfq.id, None)
+            if not same_market:
+                del self._by_market[live.rfq.market_ticker]
+        self._market_data.unwatch(live.rfq.market_ticker)
 
     # ------------------------------------------------------------------ RFQ -> quote
 
@@ -378,9 +491,12 @@ class QuoteManager:
             return self._skip(rfq, "stopping")
         if self._risk.kill_switch:
             return self._skip(rfq, "kill_switch")
+        if not self._journal.healthy:
+            # No record, no new risk: what we quote and fill must be written down.
+            return self._skip(rfq, "journal_unhealthy")
         if not _sized(rfq):
             return self._skip(rfq, "invalid_size")
-        strategy = self._router.route(rfq.market_ticker, rfq.event_ticker or "")
+        strategy = self._router.route(rfq.market_ticker, await self._event_of(rfq))
         if strategy is None:
             return self._skip(rfq, "unrouted_market")
         market = await self._market_data.ensure_fresh(rfq.market_ticker)
@@ -404,13 +520,24 @@ class QuoteManager:
         )
         self._track_rfq(live)
         self._market_data.watch(rfq.market_ticker)
-        if not await self._send(live):
+        if not await self._send(live, yes, no, view.mid, ttl):
             self._forget(live)
             return None
         self.counters.rfqs_quoted += 1
         if rfq.id in self._deleted_rfqs:
             # The RFQ went away while the quote was in flight.
             await self._delete(live, "rfq_deleted")
+
+    async def _event_of(self, rfq: Rfq) -> str:
+        """The RFQ's event ticker; RFQs listed over REST carry none, their market does."""
+        if rfq.event_ticker:
+            return rfq.event_ticker
+        # Routed with no event, an RFQ caught up after a reconnect missed every route that
+        # matches on its event.
+        market = self._market_data.market(rfq.market_ticker)
+        if market is None:
+            market = await self._market_data.ensure_fresh(rfq.market_ticker)
+        return (market.event_ticker or "") if market is not None else ""
 
     def _price(
         self, rfq: Rfq, strategy: Strategy[Any], *, replacing: bool = False
@@ -454,8 +581,19 @@ class QuoteManager:
             return refused[0] if refused else "nothing_to_quote"
         return yes, no, view, intent.ttl_seconds
 
-    async def _send(self, live: LiveQuote) -> bool:
-        """Send (or re-send, replacing) the quote; False if it is not live and ours."""
+    async def _send(
+        self,
+        live: LiveQuote,
+        yes: Decimal,
+        no: Decimal,
+        reference: Decimal | None,
+        ttl: float | None,
+    ) -> bool:
+        """Send (or re-send, replacing) the quote at ``yes``/``no``; False if it is not ours.
+
+        ``live`` keeps the prices of the quote the exchange holds until the new one is
+        acknowledged: an acceptance of the old quote meanwhile is judged at its own prices.
+        """
         replacing = live.state == "open"
         value: Decimal | None = None
         shed_at: float | None = None
@@ -470,8 +608,8 @@ class QuoteManager:
         try:
             quote_id = await self._rest.create_quote(
                 live.rfq.id,
-                live.yes_bid,
-                live.no_bid,
+                yes,
+                no,
                 rest_remainder=self._settings.rest_remainder,
                 post_only=True,
                 deadline_seconds=_CREATE_DEADLINE_SECONDS,
@@ -506,11 +644,14 @@ class QuoteManager:
             # one is confirmed, executed and settled under its own id; re-pointing `live`
             # stranded its reservation and resurrected expired quotes), so the replacement
             # is nobody's: withdraw it.
-            await self._withdraw(live, quote_id, "requote_orphaned")
+            await self._await_withdrawal(
+                self._withdraw(quote_id, live.rfq.id, live.rfq.market_ticker, "requote_orphaned")
+            )
             return False
         previous = live.quote_id
         if previous is not None:
             self._by_quote.pop(previous, None)
+        live.yes_bid, live.no_bid, live.reference, live.ttl = yes, no, reference, ttl
         live.quote_id = quote_id
         self._set_state(live, "open")
         live.sent_at = self._clock()
@@ -530,6 +671,7 @@ class QuoteManager:
                 no_bid=live.no_bid,
                 contracts=contracts,
                 strategy=live.strategy.name,
+                reference=reference,
             )
         else:
             self.counters.quotes_replaced += 1
@@ -540,6 +682,9 @@ class QuoteManager:
                 market=live.rfq.market_ticker,
                 yes_bid=live.yes_bid,
                 no_bid=live.no_bid,
+                contracts=contracts,
+                strategy=live.strategy.name,
+                reference=reference,
             )
         log.info(
             "quote_sent",
@@ -566,32 +711,130 @@ class QuoteManager:
             await self._delete(live, "ttl")
 
     async def _delete(self, live: LiveQuote, reason: str) -> None:
-        """Withdraw an open quote and stop tracking it."""
-        if live.state not in ("open", "creating") or live.quote_id is None:
-            return
-        quote_id = live.quote_id
-        self._forget(live)
-        await self._withdraw(live, quote_id, reason)
+        """Withdraw an open quote; return once the exchange says it is gone."""
+        withdrawal = self._start_withdrawal(live, reason)
+        if withdrawal is not None:
+            await self._await_withdrawal(withdrawal)
 
-    async def _withdraw(self, live: LiveQuote, quote_id: str, reason: str) -> None:
-        """Delete ``quote_id`` on the exchange; count and journal it unless that failed."""
+    def _start_withdrawal(self, live: LiveQuote, reason: str) -> _Withdrawal | None:
+        """Begin withdrawing ``live``'s quote; it stays tracked and counted until gone."""
+        if live.state not in ("open", "creating") or live.quote_id is None:
+            return None
+        if live.expiry is not None:
+            live.expiry.cancel()
+            live.expiry = None
+        self._set_state(live, "withdrawing")
+        # Out of the RFQ and market indexes (no requote, no refresh for it), but still found
+        # by its id: an acceptance that beats the DELETE must be declined, not adopted.
+        self._untrack_rfq(live)
+        return self._withdraw(live.quote_id, live.rfq.id, live.rfq.market_ticker, reason, live)
+
+    def _withdraw(
+        self,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        reason: str,
+        live: LiveQuote | None = None,
+    ) -> _Withdrawal:
+        """Withdraw ``quote_id`` until the exchange confirms it; one withdrawal per quote."""
+        withdrawal = self._withdrawals.get(quote_id)
+        if withdrawal is None:
+            withdrawal = _Withdrawal(quote_id, rfq_id, market, reason, live)
+            self._withdrawals[quote_id] = withdrawal
+            withdrawal.task = self.spawn(self._run_withdrawal(withdrawal), "withdraw")
+        return withdrawal
+
+    def withdraw_untracked(self, quote: Quote, reason: str) -> None:
+        """Withdraw an open quote of ours that nothing tracks (found by a reconciliation)."""
+        self._withdraw(quote.id, quote.rfq_id, quote.market_ticker, reason)
+
+    @staticmethod
+    async def _await_withdrawal(withdrawal: _Withdrawal) -> None:
+        # Shielded: a caller cancelled while waiting must not cancel the withdrawal itself.
+        if withdrawal.task is not None:
+            await asyncio.shield(withdrawal.task)
+
+    async def _run_withdrawal(self, withdrawal: _Withdrawal) -> None:
+        """DELETE until the exchange says the quote is gone (204, or 404, or not open)."""
+        backoff = Backoff(base=_WITHDRAW_RETRY_BASE_SECONDS, cap=_WITHDRAW_RETRY_CAP_SECONDS)
+        quote_id = withdrawal.quote_id
+        while quote_id in self._withdrawals:
+            withdrawal.attempts += 1
+            try:
+                await self._rest.delete_quote(
+                    quote_id, rfq_id=withdrawal.rfq_id, deadline_seconds=_DELETE_DEADLINE_SECONDS
+                )
+            except NotFoundError:
+                break  # gone: withdrawn by an earlier attempt, or closed with its RFQ
+            except (BadRequestError, ConflictError) as exc:
+                # Refused, but not "not found": only the quote's own state says whether it
+                # is still live.
+                status = await self._status_on_exchange(withdrawal)
+                if status in (Quote.CANCELLED, Quote.EXECUTED, _GONE):
+                    break
+                if status == Quote.CONFIRMED:
+                    # Confirmed is a trade, not a quote: nothing to withdraw any more, and
+                    # only the exchange's records can say whose it is.
+                    log.error("withdrawn_quote_confirmed", quote_id=quote_id)
+                    self._withdrawals.pop(quote_id, None)
+                    if self.on_reconcile_needed is not None:
+                        self.on_reconcile_needed("withdrawn_quote_confirmed")
+                    return
+                self._delete_failed(withdrawal, exc)
+            except KalshiError as exc:
+                # 5xx, timeouts, a stale-timestamp 401: the quote may still be live.
+                self._delete_failed(withdrawal, exc)
+            else:
+                break
+            await self._sleep(backoff.next_delay())
+        self._withdrawn(withdrawal)
+
+    def _delete_failed(self, withdrawal: _Withdrawal, exc: KalshiError) -> None:
+        log.warning(
+            "quote_delete_failed",
+            quote_id=withdrawal.quote_id,
+            rfq_id=withdrawal.rfq_id,
+            reason=withdrawal.reason,
+            attempt=withdrawal.attempts,
+            status=exc.status,
+            code=exc.code,
+            error=exc.message,
+        )
+
+    async def _status_on_exchange(self, withdrawal: _Withdrawal) -> str | None:
+        """The quote's status on the exchange; _GONE if unknown there, None if unreadable."""
         try:
-            await self._rest.delete_quote(
-                quote_id, rfq_id=live.rfq.id, deadline_seconds=_DELETE_DEADLINE_SECONDS
-            )
+            quote = await self._rest.get_quote(withdrawal.quote_id, rfq_id=withdrawal.rfq_id)
         except NotFoundError:
-            pass  # already gone: accepted meanwhile is handled by its own event
-        except KalshiError as exc:
-            log.warning("quote_delete_failed", quote_id=quote_id, reason=reason, error=str(exc))
-            return
+            return _GONE
+        except KalshiError:
+            return None
+        return quote.status
+
+    def _withdrawn(self, withdrawal: _Withdrawal, reason: str | None = None) -> None:
+        """The exchange says the quote is gone: stop tracking it, count and journal it."""
+        if self._withdrawals.pop(withdrawal.quote_id, None) is None:
+            return  # settled already (its RFQ went away meanwhile)
+        live = withdrawal.live
+        if live is not None and live.state == "withdrawing":
+            self._forget(live)
         self.counters.quotes_deleted += 1
         self._journal.record_quote_deleted(
-            rfq_id=live.rfq.id, quote_id=quote_id, market=live.rfq.market_ticker, reason=reason
+            rfq_id=withdrawal.rfq_id,
+            quote_id=withdrawal.quote_id,
+            market=withdrawal.market,
+            reason=reason or withdrawal.reason,
+            detail={"attempts": withdrawal.attempts} if withdrawal.attempts > 1 else None,
         )
 
     async def on_rfq_deleted(self, rfq_id: str) -> None:
         """The RFQ was withdrawn, expired or filled: our quote on it goes with it."""
         self._remember(self._deleted_rfqs, rfq_id)
+        # The exchange closes an RFQ's open and accepted quotes with it: a withdrawal still
+        # retrying on this RFQ has nothing left to withdraw.
+        for withdrawal in [w for w in self._withdrawals.values() if w.rfq_id == rfq_id]:
+            self._withdrawn(withdrawal, "rfq_deleted")
         live = self._by_rfq.get(rfq_id)
         if live is None or live.state != "open" or live.quote_id is None:
             return
@@ -627,22 +870,33 @@ class QuoteManager:
         if isinstance(priced, str):
             await self._delete(live, f"requote_{priced}")
             return
-        live.yes_bid, live.no_bid, view, live.ttl = priced
-        live.reference = view.mid
+        yes, no, view, ttl = priced
         # A new quote on the same RFQ replaces the previous one on the exchange.
-        if not await self._send(live):
+        if not await self._send(live, yes, no, view.mid, ttl):
             await self._delete(live, "requote_failed")
 
     # ------------------------------------------------------------------ accept -> confirm
 
+    def _ours(self, creator_id: str | None) -> bool:
+        """Whether an event names us as the quote's creator (always, before we know who)."""
+        return self.me is None or creator_id == self.me
+
     async def on_quote_accepted(
         self, msg: QuoteAcceptedMsg, received_at: float | None = None
     ) -> None:
-        """A requester accepted our quote: reserve and confirm, or decline and delete."""
+        """A requester accepted our quote: reserve and confirm, or decline and withdraw."""
         with log_context(rfq_id=msg.rfq_id, quote_id=msg.quote_id, market=msg.market_ticker):
             await self._accepted(msg, received_at)
 
     async def _accepted(self, msg: QuoteAcceptedMsg, received_at: float | None) -> None:
+        if not self._ours(msg.quote_creator_id):
+            # Another maker's quote: nothing of ours to confirm, decline or delete.
+            log.info("accept_of_another_makers_quote", quote_creator_id=msg.quote_creator_id)
+            return
+        withdrawal = self._withdrawals.get(msg.quote_id)
+        if withdrawal is not None:
+            await self._decline_withdrawing(withdrawal, msg)
+            return
         live = self._by_quote.get(msg.quote_id)
         if live is None:
             log.warning("accept_for_untracked_quote")
@@ -654,16 +908,16 @@ class QuoteManager:
             live.expiry.cancel()
             live.expiry = None
         self.counters.accepts += 1
-        try:
-            fill = maker_fill_for_accept(msg)
-        except ValueError as exc:
-            await self._decline(live, msg, "malformed_accept", str(exc))
+        fill, reason, detail = _fill_from_record(live, msg)
+        if fill is None:
+            await self._decline(live, msg, reason, detail)
             return
         live.fill = fill
+        market = live.rfq.market_ticker
         self._journal.record_accept_received(
-            rfq_id=msg.rfq_id,
+            rfq_id=live.rfq.id,
             quote_id=msg.quote_id,
-            market=msg.market_ticker,
+            market=market,
             side=fill.side,
             price=fill.price,
             contracts=fill.contracts,
@@ -671,11 +925,48 @@ class QuoteManager:
         if not self.quoting:
             await self._decline(live, msg, "stopping", "the daemon is shutting down")
             return
-        decision = self._risk.reserve(msg.quote_id, msg.market_ticker, fill)
+        if not self._journal.healthy:
+            await self._decline(live, msg, "journal_unhealthy", "the journal cannot be written")
+            return
+        if live.adopted:
+            moved = await self._moved_against(live, fill)
+            if moved is not None:
+                await self._decline(live, msg, *moved)
+                return
+        decision = self._risk.reserve(msg.quote_id, market, fill)
         if not decision.ok:
             await self._decline(live, msg, decision.reason or "risk", decision.detail)
             return
         await self._confirm(live, msg, fill, received_at)
+
+    async def _moved_against(self, live: LiveQuote, fill: MakerFill) -> tuple[str, str] | None:
+        """For an adopted quote: the decline reason if the market moved against the fill.
+
+        An acceptance found by a reconciliation may be old: the market can have moved far
+        since the quote went out. Until a last look exists for every fill, one that moved
+        against us by more than ``quotes.requote_threshold`` is declined; with no fresh
+        reference at all it is declined too.
+        """
+        market = live.rfq.market_ticker
+        await self._market_data.ensure_fresh(market)
+        view = self._market_data.view(market, self._risk.position(market))
+        if view is None or view.stale or view.mid is None:
+            return "stale_market_data", f"no fresh reference price for {market}"
+        now = view.mid if fill.side == "yes" else _ONE - view.mid
+        if live.reference is not None:
+            then = live.reference if fill.side == "yes" else _ONE - live.reference
+        else:
+            # Without the reference it was priced against, our own bid stands for it: a bid
+            # sits below the value it was priced from, so this understates the move.
+            then = fill.price
+        moved = then - now
+        if moved > self._settings.requote_threshold:
+            return (
+                "market_moved",
+                f"{fill.side} is worth {now} now against {then} when quoted "
+                f"(more than requote_threshold {self._settings.requote_threshold} against us)",
+            )
+        return None
 
     async def _confirm(
         self,
@@ -690,18 +981,19 @@ class QuoteManager:
         # (A separate "confirming" state was skipped there, so its execution event was
         # later committed on top of a reloaded position that already held the fill.)
         self._set_state(live, "confirmed")
+        market = live.rfq.market_ticker
         deadline = confirm_window_seconds(live.hvm) * _CONFIRM_SHARE
         try:
             await self._rest.confirm_quote(
-                msg.quote_id, rfq_id=msg.rfq_id, deadline_seconds=deadline
+                msg.quote_id, rfq_id=live.rfq.id, deadline_seconds=deadline
             )
         except KalshiError as exc:
             self.counters.confirm_failures += 1
             log.warning("confirm_failed", status=exc.status, code=exc.code, reason=exc.message)
             self._journal.record_confirm_failed(
-                rfq_id=msg.rfq_id,
+                rfq_id=live.rfq.id,
                 quote_id=msg.quote_id,
-                market=msg.market_ticker,
+                market=market,
                 code=exc.code or "",
                 message=exc.message,
             )
@@ -720,9 +1012,9 @@ class QuoteManager:
                 self._latency.accept_to_confirm(time.monotonic() - received_at)
             self.counters.confirms += 1
             self._journal.record_confirm_sent(
-                rfq_id=msg.rfq_id,
+                rfq_id=live.rfq.id,
                 quote_id=msg.quote_id,
-                market=msg.market_ticker,
+                market=market,
                 side=fill.side,
                 price=fill.price,
                 contracts=fill.contracts,
@@ -747,32 +1039,53 @@ class QuoteManager:
             delay, lambda: self.spawn(self._check_execution(live), "execution-check")
         )
 
-    async def _decline(
-        self, live: LiveQuote, msg: QuoteAcceptedMsg, reason: str, detail: str
-    ) -> None:
+    def _count_decline(self, reason: str) -> None:
         self.counters.declines += 1
         by_reason = self.counters.declined_by_reason
         by_reason[reason] = by_reason.get(reason, 0) + 1
+
+    async def _decline(
+        self, live: LiveQuote, msg: QuoteAcceptedMsg, reason: str, detail: str
+    ) -> None:
+        self._count_decline(reason)
         log.warning("accept_declined", reason=reason, detail=detail)
         fill = live.fill
         self._journal.record_confirm_declined(
-            rfq_id=msg.rfq_id,
+            rfq_id=live.rfq.id,
             quote_id=msg.quote_id,
-            market=msg.market_ticker,
-            side=fill.side if fill else None,
+            market=live.rfq.market_ticker,
+            side=fill.side if fill else msg.accepted_side,
             price=fill.price if fill else None,
             contracts=fill.contracts if fill else None,
             reason=reason,
             detail=detail,
         )
-        # Not confirming lets the acceptance lapse; deleting the quote ends it at once.
-        self._set_state(live, "open")
+        # Not confirming lets the acceptance lapse; withdrawing the quote ends it at once.
         await self._delete(live, "declined_accept")
 
+    async def _decline_withdrawing(self, withdrawal: _Withdrawal, msg: QuoteAcceptedMsg) -> None:
+        """An acceptance of a quote we are withdrawing: never confirmed, the DELETE goes on."""
+        if withdrawal.declined:
+            return  # a duplicate event
+        withdrawal.declined = True
+        reason = "withdrawn"
+        detail = f"the quote was being withdrawn ({withdrawal.reason}) when it was accepted"
+        self._count_decline(reason)
+        log.warning("accept_declined", reason=reason, detail=detail)
+        self._journal.record_confirm_declined(
+            rfq_id=withdrawal.rfq_id,
+            quote_id=msg.quote_id,
+            market=withdrawal.market,
+            side=msg.accepted_side,
+            price=None,
+            contracts=None,
+            reason=reason,
+            detail=detail,
+        )
+        await self._await_withdrawal(withdrawal)
+
     async def _decline_untracked(self, msg: QuoteAcceptedMsg) -> None:
-        self.counters.declines += 1
-        by_reason = self.counters.declined_by_reason
-        by_reason["untracked_quote"] = by_reason.get("untracked_quote", 0) + 1
+        self._count_decline("untracked_quote")
         self._journal.record_confirm_declined(
             rfq_id=msg.rfq_id,
             quote_id=msg.quote_id,
@@ -783,40 +1096,119 @@ class QuoteManager:
             reason="untracked_quote",
             detail="accepted quote is not one this daemon is tracking",
         )
-        with contextlib.suppress(KalshiError):
-            await self._rest.delete_quote(msg.quote_id, rfq_id=msg.rfq_id)
+        # Ours (the creator is us) but unknown here: withdraw it like any other, until gone.
+        await self._await_withdrawal(
+            self._withdraw(msg.quote_id, msg.rfq_id, msg.market_ticker, "declined_accept")
+        )
 
     # ------------------------------------------------------------------ execution
 
     def on_quote_executed(self, msg: QuoteExecutedMsg) -> None:
-        """A confirmed quote executed: its reservation becomes a position."""
+        """A confirmed quote executed: book it from the fills of its order."""
+        if not self._ours(msg.quote_creator_id):
+            return
         live = self._by_quote.get(msg.quote_id)
-        if live is None or live.fill is None or live.state == "done":
-            # Unknown here (e.g. confirmed by an earlier run): positions are reconciled
-            # from the exchange instead.
+        if live is None or live.fill is None or live.state != "confirmed":
+            # Unknown here (e.g. confirmed by an earlier run), or settled already: positions
+            # are reconciled from the exchange instead.
             log.info("execution_of_untracked_quote", quote_id=msg.quote_id)
             return
-        self._executed(live, order_id=msg.order_id)
+        self._set_state(live, "executing")
+        live.order_id = msg.order_id
+        self.spawn(self._book_execution(live), "execution")
 
-    def _executed(self, live: LiveQuote, *, order_id: str | None) -> None:
+    async def _book_execution(self, live: LiveQuote) -> None:
+        """Look up the execution's fills (they may trail the event) and book them."""
+        filled: Decimal | None = None
+        order_id = live.order_id
+        for delay in _FILL_LOOKUP_DELAYS:
+            if delay:
+                await self._sleep(delay)
+            if live.state != "executing":
+                return  # settled meanwhile (by a reconciliation)
+            filled = await self._filled(live, order_id)
+            if filled is not None:
+                break
+        if live.state != "executing":
+            return
+        if filled is None:
+            # The reservation stays held: the fill may be real. Only the exchange's
+            # positions can settle it now.
+            log.error(
+                "execution_fills_missing",
+                quote_id=live.quote_id,
+                order_id=order_id,
+                lookups=len(_FILL_LOOKUP_DELAYS),
+            )
+            if self.on_reconcile_needed is not None:
+                self.on_reconcile_needed("fills_missing")
+            return
+        self._executed(live, order_id=order_id, filled=filled)
+
+    async def _filled(self, live: LiveQuote, order_id: str | None) -> Decimal | None:
+        """Contracts the exchange lists as filled under ``order_id``; None if none (yet)."""
+        fill = live.fill
+        assert fill is not None
+        if not order_id:
+            return None
+        try:
+            fills = [f async for f in self._rest.iter_fills(order_id=order_id)]
+        except KalshiError as exc:
+            log.warning("fills_lookup_failed", quote_id=live.quote_id, error=str(exc))
+            return None
+        mine = [f for f in fills if f.order_id == order_id]
+        if not mine:
+            return None
+        for f in mine:
+            price = f.yes_price_dollars if fill.side == "yes" else f.no_price_dollars
+            side = f.outcome_side or f.side
+            if price != fill.price or (side is not None and side != fill.side):
+                # Booked at our price all the same (what we quoted is what we confirmed);
+                # the position reconciliation takes the exchange's cost.
+                log.error(
+                    "fill_differs_from_quote",
+                    quote_id=live.quote_id,
+                    order_id=order_id,
+                    fill_side=side,
+                    fill_price=str(price),
+                    side=fill.side,
+                    price=str(fill.price),
+                )
+        return sum((f.count_fp for f in mine), _ZERO)
+
+    def _executed(self, live: LiveQuote, *, order_id: str | None, filled: Decimal) -> None:
         fill = live.fill
         assert fill is not None
         assert live.quote_id is not None
         market = live.rfq.market_ticker
+        if filled > fill.contracts:
+            log.error(
+                "fill_exceeds_confirmed",
+                quote_id=live.quote_id,
+                filled=str(filled),
+                confirmed=str(fill.contracts),
+            )
         before = self._risk.positions().get(market)
         realized_before = before.realized_pnl if before else _ZERO
-        self._risk.commit(live.quote_id)
+        applied = self._risk.commit(live.quote_id, filled)
+        if applied is None:
+            # No reservation to turn into a position: nothing to book on top of what the
+            # exchange reports at the next reconciliation.
+            log.error("execution_without_reservation", quote_id=live.quote_id)
+            applied = MakerFill(fill.side, fill.price, min(filled, fill.contracts))
         after = self._risk.positions().get(market)
         self.counters.executions += 1
-        self.counters.contracts_traded += fill.contracts
+        self.counters.contracts_traded += applied.contracts
+        partial = applied.contracts < fill.contracts
         self._journal.record_execution(
             rfq_id=live.rfq.id,
             quote_id=live.quote_id,
             market=market,
-            side=fill.side,
-            price=fill.price,
-            contracts=fill.contracts,
+            side=applied.side,
+            price=applied.price,
+            contracts=applied.contracts,
             order_id=order_id or "",
+            detail={"confirmed": fill.contracts, "partial": True} if partial else None,
         )
         self._journal.record_position_changed(
             market=market,
@@ -827,8 +1219,9 @@ class QuoteManager:
             "quote_executed",
             quote_id=live.quote_id,
             market=market,
-            side=fill.side,
-            contracts=str(fill.contracts),
+            side=applied.side,
+            contracts=str(applied.contracts),
+            confirmed=str(fill.contracts),
         )
         try:
             live.strategy.on_fill(
@@ -836,9 +1229,9 @@ class QuoteManager:
                     quote_id=live.quote_id,
                     rfq_id=live.rfq.id,
                     market_ticker=market,
-                    side=fill.side,
-                    price=fill.price,
-                    contracts=fill.contracts,
+                    side=applied.side,
+                    price=applied.price,
+                    contracts=applied.contracts,
                 )
             )
         except Exception:
@@ -854,7 +1247,7 @@ class QuoteManager:
         except KalshiError as exc:
             log.warning("execution_check_failed", quote_id=live.quote_id, error=str(exc))
         else:
-            self.settle_from_rest(live, quote)
+            await self.settle_from_rest(live, quote)
         if live.state == "confirmed":
             # Not settled yet (still confirmed or accepted, or the look-up failed). Checking
             # only once left its reservation held until the next reconciliation, which may
@@ -863,29 +1256,69 @@ class QuoteManager:
             delay = _EXECUTION_GRACE_SECONDS * 2 ** min(live.execution_checks - 1, 8)
             self._schedule_execution_check(live, min(delay, _EXECUTION_CHECK_MAX_SECONDS))
 
-    def settle_from_rest(self, live: LiveQuote, quote: Quote) -> None:
+    async def settle_from_rest(self, live: LiveQuote, quote: Quote) -> None:
         """Apply a quote's REST state to a confirmed quote whose execution event was missed."""
         if live.state != "confirmed":
             return
         if quote.status == Quote.EXECUTED:
-            self._executed(live, order_id=quote.creator_order_id)
+            self._set_state(live, "executing")
+            live.order_id = quote.creator_order_id
+            await self.settle_execution(live)
         elif quote.status == Quote.CANCELLED:
             assert live.quote_id is not None
             self._risk.release(live.quote_id)
             self._forget(live)
 
+    async def settle_execution(self, live: LiveQuote) -> bool:
+        """Book an executed quote from its fills now; False (still held) if none are listed."""
+        if live.state != "executing":
+            return True
+        order_id = live.order_id
+        filled = await self._filled(live, order_id)
+        if live.state != "executing":
+            return True
+        if filled is None:
+            if self.on_reconcile_needed is not None:
+                self.on_reconcile_needed("fills_missing")
+            return False
+        self._executed(live, order_id=order_id, filled=filled)
+        return True
+
+    def release_unbooked(self, live: LiveQuote) -> None:
+        """Drop an executed quote whose fills never showed: the exchange's positions hold it.
+
+        Only the reconciliation calls this, right after loading positions that include the
+        fill; until then the reservation kept the fill counted against every limit.
+        """
+        if live.state != "executing" or live.quote_id is None:
+            return
+        log.warning("execution_settled_by_positions", quote_id=live.quote_id)
+        self._risk.release(live.quote_id)
+        self._forget(live)
+
     # ------------------------------------------------------------------ adoption and shutdown
 
-    def adopt(self, quote: Quote, strategy: Strategy[Any]) -> None:
+    def adopt(
+        self,
+        quote: Quote,
+        strategy: Strategy[Any],
+        record: CreatedQuote,
+        event_ticker: str = "",
+    ) -> None:
         """Track an open or accepted quote found on the exchange, so its acceptance is judged.
 
         After a restart the exchange may hold an acceptance of a quote an earlier run sent;
-        it gets the same risk check and confirmation as any other.
+        ``record`` is what the journal says we quoted, and that (not the exchange's copy)
+        decides the fill. It gets the same risk check as any other, and a look at the market.
         """
-        if quote.id in self._by_quote:
+        if quote.id in self._by_quote or quote.id in self._withdrawals:
             return
         rfq = Rfq(
-            id=quote.rfq_id, market_ticker=quote.market_ticker, contracts_fp=quote.contracts_fp
+            id=quote.rfq_id,
+            market_ticker=record.market,
+            event_ticker=event_ticker or None,
+            contracts_fp=record.contracts,
+            target_cost_dollars=quote.rfq_target_cost_dollars,
         )
         # The confirm deadline must fit the market's window: hvm=False gave an adopted quote
         # on a High Volatility Market a 24 s deadline for a 3 s window. Without market data,
@@ -894,12 +1327,13 @@ class QuoteManager:
         live = LiveQuote(
             rfq=rfq,
             strategy=strategy,
-            yes_bid=quote.yes_bid_dollars,
-            no_bid=quote.no_bid_dollars,
-            reference=None,
+            yes_bid=record.yes_bid,
+            no_bid=record.no_bid,
+            reference=record.reference,
             hvm=view.hvm if view is not None else True,
             quote_id=quote.id,
             state="open",
+            adopted=True,
         )
         self._by_quote[quote.id] = live
         # _forget unwatches only what _by_rfq holds: watching a quote tracked by id alone
@@ -907,14 +1341,26 @@ class QuoteManager:
         if self._track_rfq(live):
             self._market_data.watch(rfq.market_ticker)
 
-    def adopt_confirmed(self, quote: Quote, strategy: Strategy[Any] | None) -> bool:
+    def adopt_confirmed(
+        self, quote: Quote, strategy: Strategy[Any] | None, event_ticker: str = ""
+    ) -> bool:
         """Track a confirmed quote found on the exchange (an earlier run confirmed it)."""
         if quote.id in self._by_quote or quote.accepted_side is None or strategy is None:
             return False
         side = quote.accepted_side
-        price = quote.yes_bid_dollars if side == "yes" else quote.no_bid_dollars
-        contracts = quote.contracts_fp or _ZERO
-        rfq = Rfq(id=quote.rfq_id, market_ticker=quote.market_ticker, contracts_fp=contracts)
+        price = accepted_bid(side, quote.yes_bid_dollars, quote.no_bid_dollars)
+        # The size the exchange offered on the accepted side; the acceptance may have taken
+        # less, but holding more is the safe side until the fills say what traded. A budget
+        # sized RFQ reports contracts_fp "0.00": its size is what the budget buys.
+        offered = accepted_bid(side, quote.yes_contracts_fp, quote.no_contracts_fp)
+        rfq = Rfq(
+            id=quote.rfq_id,
+            market_ticker=quote.market_ticker,
+            event_ticker=event_ticker or None,
+            contracts_fp=quote.contracts_fp,
+            target_cost_dollars=quote.rfq_target_cost_dollars,
+        )
+        contracts = offered if offered is not None and offered > 0 else _contracts_for(rfq, price)
         fill = MakerFill(side=side, price=price, contracts=contracts)
         live = LiveQuote(
             rfq=rfq,
@@ -926,6 +1372,7 @@ class QuoteManager:
             quote_id=quote.id,
             state="confirmed",
             fill=fill,
+            adopted=True,
         )
         decision = self._risk.reserve(quote.id, quote.market_ticker, fill)
         if not decision.ok:
@@ -937,9 +1384,16 @@ class QuoteManager:
         self._track_rfq(live)
         return True
 
-    async def cancel_all(self, reason: str) -> int:
-        """Delete every open quote we track; return how many were deleted."""
-        targets = [q for q in self._by_rfq.values() if q.state == "open"]
+    async def cancel_all(self, reason: str, *, within: float | None = None) -> int:
+        """Withdraw every open quote; wait (up to ``within`` seconds) until all are gone.
+
+        Quotes already being withdrawn are waited for too. Returns how many withdrawals the
+        exchange confirmed meanwhile.
+        """
+        for live in [q for q in self._by_rfq.values() if q.state == "open"]:
+            self._start_withdrawal(live, reason)
+        tasks = [w.task for w in self._withdrawals.values() if w.task is not None]
         before = self.counters.quotes_deleted
-        await asyncio.gather(*(self._delete(q, reason) for q in targets))
+        if tasks:
+            await asyncio.wait(tasks, timeout=within)
         return self.counters.quotes_deleted - before

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from mmbot.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
-from mmbot.engine import Engine
+from mmbot.engine import Engine, StartupRefused
 from mmbot.journal import Journal, JournalError
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
@@ -64,12 +64,24 @@ def register(
         metavar="SECONDS",
         help="stop by itself after this many seconds",
     )
+    run.add_argument(
+        "--adopt-orphans",
+        action="store_true",
+        help="start even when the account holds open or accepted quotes this journal did not "
+        "create (another mmbot on the same key, or a lost journal), and withdraw them",
+    )
     run.set_defaults(func=_run_command)
 
 
 async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "config_sources", None) or {}
-    return await run_daemon(settings, dry_run=args.dry_run, duration=args.duration, sources=sources)
+    return await run_daemon(
+        settings,
+        dry_run=args.dry_run,
+        duration=args.duration,
+        sources=sources,
+        adopt_orphans=args.adopt_orphans,
+    )
 
 
 def build_router(settings: Settings, *, dry_run: bool = False) -> StrategyRouter:
@@ -104,6 +116,26 @@ def _risk_limits(settings: Settings) -> RiskLimits:
         max_exposure_dollars=risk.max_exposure_dollars,
         max_open_quotes=risk.max_open_quotes,
         max_daily_loss_dollars=risk.max_daily_loss_dollars,
+    )
+
+
+def _complain(line: str) -> None:
+    """Write one line to stderr through the same queue as the logs, in order with them."""
+    # print() to stderr from here interleaved with the writer thread's log lines (one could
+    # land in the middle of the other), and would block on a stderr nobody reads.
+    output_writer(sys.stderr).write(line + "\n")
+
+
+def _left_open_line(count: int) -> str:
+    """The one line a run that could not withdraw everything ends with."""
+    if count:
+        return (
+            f"error: {count} quote(s) of ours were still open on the exchange at exit; "
+            "withdraw them with: mmbot quotes cancel-all"
+        )
+    return (
+        "error: the exchange could not be checked for quotes left open at exit; "
+        "check with: mmbot quotes list"
     )
 
 
@@ -160,16 +192,23 @@ async def run_daemon(
     sources: dict[str, str] | None = None,
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
+    adopt_orphans: bool = False,
 ) -> int:
-    """Run the daemon until a signal, ``duration`` or ``stop``; return the exit code."""
+    """Run the daemon until a signal, ``duration`` or ``stop``; return the exit code.
+
+    Non-zero when start-up failed, and also when the run ended with quotes the exchange did
+    not confirm withdrawn or with journal rows that could not be written: each says so in
+    one ``error:`` line.
+    """
     stream_out = out if out is not None else sys.stdout
     stop = stop or asyncio.Event()
     try:
         router = build_router(settings, dry_run=dry_run)
     except ConfigError as exc:
-        print("error: invalid configuration", file=sys.stderr)
+        _complain("error: invalid configuration")
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            _complain(f"  {problem}")
+        await asyncio.to_thread(flush_output)
         return 1
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -201,7 +240,7 @@ async def run_daemon(
                 journal.start(detail={"mode": "dry-run" if dry_run else "live"})
             except JournalError as exc:
                 # Already one line naming the path and the reason (or the pid holding it).
-                print(f"error: {exc}", file=sys.stderr)
+                _complain(f"error: {exc}")
                 return 1
             try:
                 async with build_rest_client(
@@ -224,31 +263,42 @@ async def run_daemon(
                         ),
                         status=say,
                         latency=metrics,
+                        adopt_orphans=adopt_orphans,
                     )
                     metrics.bind(engine)
                     say(f"mmbot: {target.label}; journal {target.journal_path}")
                     code = await engine.run(stop)
                     say(engine.snapshot().line())
+                    if not engine.cleanup_verified:
+                        _complain(_left_open_line(engine.left_open))
             finally:
                 await journal.aclose()
+            if journal.lost:
+                _complain(
+                    f"error: {journal.lost} journal row(s) could not be written to "
+                    f"{target.journal_path}; they are in the log as journal_record_lost"
+                )
+                code = code or 1
             summary = journal.summary(journal.run_id)
             say(journal.format_summary(summary))
             return code
+    except StartupRefused as exc:
+        _complain(f"error: {exc}")
+        return 1
     except ConfigError as exc:
-        print("error: invalid configuration", file=sys.stderr)
+        _complain("error: invalid configuration")
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            _complain(f"  {problem}")
         return 1
     except AuthError as exc:
-        print(
+        _complain(
             f"error: authentication refused ({exc}); check kalshi.key_id, the private key "
-            "and the system clock",
-            file=sys.stderr,
+            "and the system clock"
         )
         return 1
     except KalshiError as exc:
         # Start-up needs the exchange (identity, markets, reconciliation): say why it failed.
-        print(f"error: cannot start against {settings.kalshi.rest_url}: {exc}", file=sys.stderr)
+        _complain(f"error: cannot start against {settings.kalshi.rest_url}: {exc}")
         return 1
     finally:
         if server is not None:

@@ -758,6 +758,12 @@ async def test_an_accept_left_by_an_earlier_run_is_judged_by_the_new_limits(
     ) as run_1:
         rfq_id = await venue.requester.create_rfq(market.ticker, contracts=Decimal(50))
         quote = await venue.open_quote(rfq_id, within=20)
+        # Its record is what the next run judges an acceptance by: killed before writing
+        # it, the quote would be declined as unknown instead.
+        await eventually(
+            lambda: journal_rows(daemons.journal, "quote_created", quote_id=quote.id),
+            "the quote's journal row",
+        )
         run_1.process.kill()
         assert await run_1.exit_code() == -signal.SIGKILL
     # Accepted while no daemon runs. The restarted one allows at most 20 contracts per RFQ,

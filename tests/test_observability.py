@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mmbot.config import ConfigError, MetricsSettings, Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal, Kind
+from mmbot.kalshi.errors import AuthError
 from mmbot.kalshi.ratelimit import TokenBucket
 from mmbot.kalshi.rest import KalshiRestClient, Page
 from mmbot.kalshi.ws import WsStats
@@ -363,6 +364,7 @@ async def test_idle_market_data_still_probes_the_exchange() -> None:
 class _Stream:
     subscribed: bool = True
     stats: WsStats = field(default_factory=WsStats)
+    last_refusal: str | None = None
 
 
 def test_engine_health_names_each_reason(tmp_path: Path) -> None:
@@ -374,12 +376,16 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
         clock=lambda: now[0],
     )
     stream = _Stream(subscribed=False)
-    rest = SimpleNamespace(read_bucket=TokenBucket(10, 10), write_bucket=TokenBucket(10, 10))
+    rest = SimpleNamespace(
+        read_bucket=TokenBucket(10, 10), write_bucket=TokenBucket(10, 10), auth_failure=None
+    )
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.start()
     engine = Engine(
         Settings(),
         rest=rest,  # type: ignore[arg-type]
         stream=stream,  # type: ignore[arg-type]
-        journal=Journal(tmp_path / "j.sqlite"),
+        journal=journal,
         risk=RiskBook(
             RiskLimits(
                 max_contracts_per_rfq=Decimal(10),
@@ -405,6 +411,16 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
     assert engine.health() == Health(
         ready=True, websocket_subscribed=True, market_data_age_seconds=0.0
     )
+    # A refused handshake, a clock the exchange refuses, a journal that cannot be written:
+    # each says what to look at.
+    stream.subscribed = False
+    stream.last_refusal = "handshake refused: HTTP 401 (timestamp too old)"
+    rest.auth_failure = AuthError("KALSHI-ACCESS-TIMESTAMP is too old", status=401)
+    refused = engine.health().reasons
+    assert refused[0] == "websocket not subscribed: handshake refused: HTTP 401 (timestamp too old)"
+    assert "KALSHI-ACCESS-TIMESTAMP is too old (HTTP 401)" in refused[1]
+    assert "check NTP" in refused[1]
+    stream.subscribed, stream.last_refusal, rest.auth_failure = True, None, None
     now[0] += 6.5  # past ttl (5) + refresh (1)
     stale = engine.health()
     assert not stale.ready
@@ -418,3 +434,5 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
     assert state.health == stopping
     # The limits are reported from the settings, the source an operator edits.
     assert state.exposure_limit == Settings().risk.max_exposure_dollars
+    journal.close()
+    assert any(r.startswith("journal unhealthy, no new risk") for r in engine.health().reasons)

@@ -39,7 +39,7 @@ from structlog.testing import capture_logs
 from mmbot import quoting
 from mmbot.config import QuotesSettings, Settings
 from mmbot.engine import Engine
-from mmbot.journal import Journal
+from mmbot.journal import CreatedQuote, Journal
 from mmbot.kalshi.errors import (
     BadRequestError,
     ConflictError,
@@ -48,6 +48,8 @@ from mmbot.kalshi.errors import (
     TransportError,
 )
 from mmbot.kalshi.models import (
+    Fill,
+    MakerFill,
     Market,
     MarketPosition,
     PriceRange,
@@ -241,6 +243,8 @@ class FakeExchange:
         self.quotes: dict[str, ExQuote] = {}
         # What GET /portfolio/positions reports: contracts and cost per market.
         self.positions: dict[str, tuple[Decimal, Decimal]] = {}
+        # What GET /portfolio/fills reports: the maker's fills, by order id.
+        self.fills: dict[str, list[Fill]] = defaultdict(list)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.script: dict[str, list[Outcome]] = defaultdict(list)
         self.hold = False
@@ -304,16 +308,45 @@ class FakeExchange:
             contracts_accepted_fp=q.contracts,
         )
 
-    def execute(self, quote_id: str) -> QuoteExecutedMsg:
+    def execute(
+        self, quote_id: str, filled: Decimal | None = None, *, listed: bool = True
+    ) -> QuoteExecutedMsg:
+        """Execute a confirmed quote; ``filled`` less than accepted is a partial fill.
+
+        Unless ``listed`` is False (fills trailing the event), the maker's fill is listed
+        under the execution's order id.
+        """
         q = self.quotes[quote_id]
         assert q.status == "confirmed", q
         q.status = "executed"
+        assert q.side is not None
+        assert q.contracts is not None
+        if listed:
+            self.list_fill(quote_id, q.contracts if filled is None else filled)
         return QuoteExecutedMsg(
             quote_id=q.id,
             rfq_id=q.rfq.id,
             quote_creator_id="me",
             order_id=f"order-{q.id}",
             market_ticker=q.market,
+        )
+
+    def list_fill(self, quote_id: str, count: Decimal) -> None:
+        q = self.quotes[quote_id]
+        assert q.side is not None
+        price = q.yes_bid if q.side == "yes" else q.no_bid
+        yes_price = price if q.side == "yes" else 1 - price
+        self.fills[f"order-{q.id}"].append(
+            Fill(
+                order_id=f"order-{q.id}",
+                ticker=q.market,
+                side=q.side,
+                outcome_side=q.side,
+                action="buy",
+                count_fp=count,
+                yes_price_dollars=yes_price,
+                no_price_dollars=1 - yes_price,
+            )
         )
 
     def void(self, quote_id: str) -> None:
@@ -480,15 +513,55 @@ class FakeExchange:
         for rfq in ():
             yield rfq
 
+    async def iter_fills(self, *, order_id: str | None = None, **_: Any) -> AsyncIterator[Fill]:
+        outcome, _ = await self._call("list_fills", order_id=order_id)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for fill in list(self.fills.get(order_id or "", [])):
+            yield fill
+
 
 # --------------------------------------------------------------------------- journal, strategies
 
 
 class RecordingJournal:
-    """Records ``record_*`` calls; each is checked against the real Journal's signature."""
+    """Records ``record_*`` calls; each is checked against the real Journal's signature.
+
+    It also answers the readers the engine uses from what it recorded, as the real journal
+    would from its file.
+    """
+
+    path = Path("recording-journal")
+    run_id = "test-run"
+    last_error: str | None = None
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, dict[str, Any]]] = []
+        self.healthy = True
+
+    def quotes_created(self, quote_ids: Any) -> dict[str, CreatedQuote]:
+        wanted = set(quote_ids)
+        found: dict[str, CreatedQuote] = {}
+        for kind, row in self.rows:
+            if kind in ("quote_created", "quote_replaced") and row["quote_id"] in wanted:
+                found[row["quote_id"]] = CreatedQuote(
+                    quote_id=row["quote_id"],
+                    rfq_id=row["rfq_id"],
+                    market=row["market"],
+                    yes_bid=row["yes_bid"],
+                    no_bid=row["no_bid"],
+                    contracts=row.get("contracts"),
+                    reference=row.get("reference"),
+                    strategy=row.get("strategy"),
+                    run_id=self.run_id,
+                )
+        return found
+
+    def realized_pnl_since(self, since: datetime) -> Decimal:
+        return sum((row["realized_pnl_change"] for row in self.of("position_changed")), D(0))
+
+    def runs(self) -> list[Any]:
+        return []
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         real = getattr(Journal, name, None)
@@ -581,6 +654,8 @@ class Harness:
         self.router = StrategyRouter(
             [Route(("M-*",), self.strategy), Route(("B-*",), Boom(StrategyParams()))]
         )
+        # Withdrawal retries and fill look-ups wait through this, not the wall clock.
+        self.sleeps: list[float] = []
         self.qm = QuoteManager(
             self.exchange,  # type: ignore[arg-type]
             self.market_data,
@@ -588,9 +663,14 @@ class Harness:
             self.risk,
             self.journal,
             quotes,
+            sleep=self._sleep,
         )
         self.market_data.on_refresh = self.qm.on_market
         self._rfq_ids = itertools.count(1)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await asyncio.sleep(0)
 
     def rfq(self, ticker: str = "M-1", contracts: str | None = "10", **extra: Any) -> Rfq:
         rfq = Rfq(
@@ -836,6 +916,31 @@ async def test_target_cost_rfq_is_sized_from_its_budget(make: Callable[..., Harn
     # $5.28 buys 11: over it.
     await h.qm.on_rfq(h.rfq("M-2", None, target_cost_dollars=D("5.28")))
     assert h.skipped() == [MAX_EXPOSURE_DOLLARS]
+
+
+async def test_a_target_cost_rfq_reporting_zero_contracts_is_sized_by_its_budget(
+    make: Callable[..., Harness],
+) -> None:
+    # Kalshi requires contracts_fp on every RFQ: a budget-sized one says "0.00".
+    h = make(limits=RiskLimits(D(100), D(100), D("4.80"), 10, D(100)))
+    await h.qm.on_rfq(h.rfq("M-1", "0", target_cost_dollars=D("4.80")))
+    assert len(h.exchange.calls_to("create_quote")) == 1
+    await h.qm.on_rfq(h.rfq("M-2", "0", target_cost_dollars=D("5.28")))
+    assert h.skipped() == [MAX_EXPOSURE_DOLLARS]
+    # Zero contracts and no budget is no size at all.
+    await h.qm.on_rfq(h.rfq("M-3", "0"))
+    assert h.skipped() == [MAX_EXPOSURE_DOLLARS, "invalid_size"]
+
+
+async def test_an_unhealthy_journal_stops_new_quotes_and_confirms(h: Harness) -> None:
+    _, quote_id = await h.quoted()
+    h.journal.healthy = False
+    await h.qm.on_rfq(h.rfq("M-2"))
+    assert h.skipped() == ["journal_unhealthy"]
+    await h.qm.on_quote_accepted(h.exchange.accept(quote_id, "yes", D(5)))
+    assert h.exchange.calls_to("confirm_quote") == []
+    assert h.journal.of("confirm_declined")[0]["reason"] == "journal_unhealthy"
+    assert dict(h.risk.reserved()) == {}
 
 
 async def test_max_open_quotes(make: Callable[..., Harness]) -> None:
@@ -1258,20 +1363,25 @@ async def test_duplicate_accept_events_confirm_once(h: Harness) -> None:
     assert list(h.risk.reserved()) == [quote_id]
 
 
-async def test_accept_for_an_untracked_quote_is_declined_and_deleted(h: Harness) -> None:
+async def test_an_accept_racing_a_withdrawal_is_declined_and_the_withdrawal_goes_on(
+    h: Harness,
+) -> None:
     _, quote_id = await h.quoted()
     # Our TTL delete is on its way when the requester accepts: the exchange accepted first.
     h.exchange.hold = True
     h.timers.fire(h.timers.armed("ttl")[0])
     await h.settle()
-    assert h.qm.tracked_quote_ids() == set()
+    # Not gone until the exchange says so: still tracked, still counted as open.
+    assert h.qm.tracked_quote_ids() == {quote_id}
+    assert h.qm.open_quotes == 1
     msg = h.exchange.accept(quote_id, "yes", D(5))
     task = asyncio.create_task(h.qm.on_quote_accepted(msg))
     await h.settle()
     assert h.exchange.calls_to("confirm_quote") == []
-    assert [c["quote_id"] for c in h.exchange.calls_to("delete_quote")] == [quote_id, quote_id]
+    # One DELETE, not a second one: the withdrawal already under way ends the acceptance.
+    assert [c["quote_id"] for c in h.exchange.calls_to("delete_quote")] == [quote_id]
     [declined] = h.journal.of("confirm_declined")
-    assert declined["reason"] == "untracked_quote"
+    assert declined["reason"] == "withdrawn"
     assert declined["quote_id"] == quote_id
     assert dict(h.risk.reserved()) == {}
     for parked in list(h.exchange.parked):
@@ -1279,6 +1389,9 @@ async def test_accept_for_an_untracked_quote_is_declined_and_deleted(h: Harness)
     await task
     await h.qm.wait_idle()
     assert h.exchange.quotes[quote_id].status == "cancelled"
+    assert h.qm.tracked_quote_ids() == set()
+    assert h.qm.open_quotes == 0
+    assert [row["reason"] for row in h.journal.of("quote_deleted")] == ["ttl"]
 
 
 async def test_accept_for_an_unknown_quote_is_declined(h: Harness) -> None:
@@ -1295,6 +1408,56 @@ async def test_accept_for_an_unknown_quote_is_declined(h: Harness) -> None:
     await h.qm.on_quote_accepted(msg)
     assert [c["quote_id"] for c in h.exchange.calls_to("delete_quote")] == ["q-unknown"]
     assert h.qm.counters.declined_by_reason == {"untracked_quote": 1}
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ({"yes_bid_dollars": D("0.01")}, "accept_price_mismatch"),
+        ({"contracts_accepted_fp": D(90)}, "accept_size_mismatch"),
+        ({"market_ticker": "M-2"}, "accept_market_mismatch"),
+        ({"rfq_id": "rfq-elsewhere"}, "accept_rfq_mismatch"),
+    ],
+)
+async def test_an_accept_that_disagrees_with_our_quote_is_declined_with_its_reason(
+    h: Harness, tamper: dict[str, Any], reason: str
+) -> None:
+    rfq, quote_id = await h.quoted()
+    msg = h.exchange.accept(quote_id, "yes", D(10)).model_copy(update=tamper)
+    await h.qm.on_quote_accepted(msg)
+    assert h.exchange.calls_to("confirm_quote") == []
+    [declined] = h.journal.of("confirm_declined")
+    assert declined["reason"] == reason
+    assert declined["market"] == rfq.market_ticker
+    assert dict(h.risk.reserved()) == {}
+    assert h.exchange.quotes[quote_id].status == "cancelled"
+
+
+async def test_an_accept_is_reserved_at_our_price_for_the_size_taken(h: Harness) -> None:
+    _, quote_id = await h.quoted()  # 10 contracts, YES at 0.48
+    # A partial acceptance reserves what was taken; an acceptance that omits the size
+    # (reported for budget-sized RFQs) takes the whole of what we offered.
+    msg = h.exchange.accept(quote_id, "yes", D(4))
+    await h.qm.on_quote_accepted(msg)
+    assert h.risk.reserved()[quote_id].fill == MakerFill("yes", D("0.48"), D(4))
+    _, other = await h.quoted("M-2")
+    msg = h.exchange.accept(other, "yes", D(10)).model_copy(update={"contracts_accepted_fp": None})
+    await h.qm.on_quote_accepted(msg)
+    assert h.risk.reserved()[other].fill == MakerFill("yes", D("0.48"), D(10))
+
+
+async def test_an_accept_of_another_makers_quote_is_neither_declined_nor_deleted(
+    h: Harness,
+) -> None:
+    _, quote_id = await h.quoted()
+    h.qm.me = "me"
+    msg = h.exchange.accept(quote_id, "yes", D(5)).model_copy(
+        update={"quote_creator_id": "someone-else"}
+    )
+    await h.qm.on_quote_accepted(msg)
+    assert h.exchange.calls_to("confirm_quote") == []
+    assert h.exchange.calls_to("delete_quote") == []
+    assert h.journal.of("confirm_declined") == []
 
 
 async def test_malformed_accept_is_declined(h: Harness) -> None:
@@ -1316,6 +1479,7 @@ async def test_execution_commits_the_fill(h: Harness) -> None:
     rfq_id = h.exchange.quotes[quote_id].rfq.id
     executed = h.exchange.execute(quote_id)
     h.qm.on_quote_executed(executed)
+    await h.qm.wait_idle()
     assert h.risk.position("M-1") == -4
     assert h.risk.positions()["M-1"].cost == D("1.92")
     assert dict(h.risk.reserved()) == {}
@@ -1333,6 +1497,7 @@ async def test_execution_commits_the_fill(h: Harness) -> None:
     assert h.qm.tracked_quote_ids() == set()
     # The same event again changes nothing.
     h.qm.on_quote_executed(executed)
+    await h.qm.wait_idle()
     assert h.risk.position("M-1") == -4
     assert h.qm.counters.executions == 1
     assert len(fills) == 1
@@ -1342,6 +1507,7 @@ async def test_execution_that_nets_records_realized_pnl(h: Harness) -> None:
     h.risk.set_position("M-1", D(10), D("6.00"))  # 10 YES at 0.60
     quote_id = await accepted(h, "no", "4")  # buy 4 NO at 0.48: 4 pairs pay 4.00
     h.qm.on_quote_executed(h.exchange.execute(quote_id))
+    await h.qm.wait_idle()
     assert h.risk.position("M-1") == 6
     [position] = h.journal.of("position_changed")
     # 4 x (1 - 0.48) - 4 x 0.60 = -0.32
@@ -1357,6 +1523,7 @@ async def test_raising_on_fill_does_not_break_anything(h: Harness) -> None:
     quote_id = await accepted(h, "yes", "5")
     with capture_logs() as logs:
         h.qm.on_quote_executed(h.exchange.execute(quote_id))
+        await h.qm.wait_idle()
     assert "strategy_on_fill_failed" in [entry["event"] for entry in logs]
     assert h.risk.position("M-1") == 5
     assert dict(h.risk.reserved()) == {}
@@ -1404,7 +1571,7 @@ async def test_missed_execution_is_settled_from_rest(h: Harness, status: str) ->
 async def test_settle_from_rest_leaves_a_quote_still_pending_alone(h: Harness) -> None:
     quote_id = await accepted(h, "yes", "5")
     [live] = h.qm.live()
-    h.qm.settle_from_rest(live, h.exchange.quote(quote_id))  # still "confirmed"
+    await h.qm.settle_from_rest(live, h.exchange.quote(quote_id))  # still "confirmed"
     assert live.state == "confirmed"
     assert quote_id in h.risk.reserved()
     # Neither a failed look-up nor a quote not executed yet settles it; each schedules
@@ -1442,7 +1609,7 @@ async def test_settle_from_rest_ignores_quotes_not_confirmed(h: Harness) -> None
     rfq, quote_id = await h.quoted()
     live = h.live(rfq)
     h.exchange.quotes[quote_id].status = "executed"
-    h.qm.settle_from_rest(live, h.exchange.quote(quote_id))
+    await h.qm.settle_from_rest(live, h.exchange.quote(quote_id))
     assert live.state == "open"
     assert h.risk.position("M-1") == 0
 
@@ -1491,6 +1658,7 @@ async def test_accept_of_the_old_quote_while_its_replacement_is_in_flight(h: Har
     assert h.exchange.quotes[new].status == "cancelled"
     assert h.qm.tracked_quote_ids() == {old}
     h.qm.on_quote_executed(h.exchange.execute(old))
+    await h.qm.wait_idle()
     assert h.risk.position("M-1") == 5
     assert dict(h.risk.reserved()) == {}
     assert h.qm.live() == []
@@ -1536,12 +1704,29 @@ async def test_two_requotes_at_once_leave_one_quote(h: Harness) -> None:
 # --------------------------------------------------------------------------- adoption
 
 
+def record(
+    quote_id: str, rfq: Rfq, yes: str, no: str, reference: str | None = None
+) -> CreatedQuote:
+    """What the journal would hold for a quote an earlier run sent."""
+    return CreatedQuote(
+        quote_id=quote_id,
+        rfq_id=rfq.id,
+        market=rfq.market_ticker,
+        yes_bid=D(yes),
+        no_bid=D(no),
+        contracts=rfq.contracts_fp,
+        reference=D(reference) if reference is not None else None,
+        strategy="fixed_spread",
+        run_id="earlier",
+    )
+
+
 async def test_adopted_accepted_quote_is_judged_and_confirmed(h: Harness) -> None:
     # Found on the exchange after a restart: an acceptance of a quote an earlier run sent.
     rfq = h.rfq("M-HVM")
     quote_id = await h.exchange.create_quote(rfq.id, D("0.40"), D("0.50"))
     msg = h.exchange.accept(quote_id, "no", D(2))
-    h.qm.adopt(h.exchange.quote(quote_id), h.strategy)
+    h.qm.adopt(h.exchange.quote(quote_id), h.strategy, record(quote_id, rfq, "0.40", "0.50"))
     await h.qm.on_quote_accepted(msg)
     [confirm] = h.exchange.calls_to("confirm_quote")
     # Still inside the High Volatility Market window.
@@ -1580,6 +1765,8 @@ def engine_for(h: Harness) -> Engine:
         router=h.router,
         market_data=h.market_data,
     )
+    # Retries and fill look-ups wait on the harness's clock, as the harness's own do.
+    engine.quotes._sleep = h._sleep
     h.qm = engine.quotes
     return engine
 
@@ -1595,6 +1782,28 @@ async def test_engine_reconcile_does_not_count_an_executed_fill_twice(h: Harness
     h.exchange.positions["M-1"] = (D(6), D("2.88"))
     await engine.reconcile("reconnect")
     assert h.risk.position("M-1") == 6
+
+
+async def test_an_execution_whose_fills_never_show_is_held_until_positions_settle_it(
+    h: Harness,
+) -> None:
+    engine = engine_for(h)
+    asked: list[str] = []
+    h.qm.on_reconcile_needed = asked.append
+    quote_id = await accepted(h, "yes", "5")
+    h.qm.on_quote_executed(h.exchange.execute(quote_id, listed=False))
+    await h.qm.wait_idle()
+    # Nothing booked from thin air, nothing released either: the fill may be real.
+    assert h.risk.position("M-1") == 0
+    assert quote_id in h.risk.reserved()
+    assert asked == ["fills_missing"]
+    assert h.journal.of("execution") == []
+    # The exchange's positions hold it; only once they are loaded may the hold go.
+    h.exchange.positions["M-1"] = (D(5), D("2.40"))
+    await engine.reconcile("requested")
+    assert h.risk.position("M-1") == 5
+    assert dict(h.risk.reserved()) == {}
+    assert h.qm.live() == []
 
 
 async def test_reconcile_while_the_confirm_answer_is_in_flight(h: Harness) -> None:
@@ -1901,14 +2110,21 @@ class QuotingMachine(RuleBasedStateMachine):
         self.limits = LOOSE
         self.risk = RiskBook(self.limits, clock=lambda: RISK_NOW)
         self.strategy = build_strategy("fixed_spread", {"half_spread": "0.02"})
+        self.journal = RecordingJournal()
+
+        async def no_wait(_: float) -> None:
+            await asyncio.sleep(0)
+
         self.qm = QuoteManager(
             self.exchange,  # type: ignore[arg-type]
             self.market_data,
             StrategyRouter([Route(("M-*",), self.strategy)]),
             self.risk,
-            RecordingJournal(),  # type: ignore[arg-type]
+            self.journal,  # type: ignore[arg-type]
             QUOTES,
+            sleep=no_wait,
         )
+        self.market_data.price_listeners.append(self.risk.mark)
         self.market_data.on_refresh = self.qm.on_market
         self.truth: dict[str, Holding] = defaultdict(Holding)
         self.known: dict[str, Holding] = defaultdict(Holding)
@@ -2184,22 +2400,35 @@ class QuotingMachine(RuleBasedStateMachine):
     def the_stream_reconnects(self, confirm: Outcome, hold: bool) -> None:
         # What Engine._reconcile does, in its order: settle confirmed quotes from REST, reload
         # positions (the exchange is the truth), then judge every acceptance it lists again.
-        for live in self.qm.live():
-            if live.state == "confirmed" and live.quote_id in self.exchange.quotes:
-                self.qm.settle_from_rest(live, self.exchange.quote(live.quote_id))
+        unbooked = []
+
+        async def settle() -> None:
+            for live in self.qm.live():
+                if live.state == "confirmed" and live.quote_id in self.exchange.quotes:
+                    await self.qm.settle_from_rest(live, self.exchange.quote(live.quote_id))
+                if live.state == "executing" and not await self.qm.settle_execution(live):
+                    unbooked.append(live)
+
+        self.loop.run_until_complete(settle())
         for ticker in PROP_MARKETS:
             holding = self.truth[ticker]
             self.risk.set_position(
                 ticker, D(holding.contracts.numerator), ceil_dollars(holding.cost)
             )
         self.known = defaultdict(Holding, self.truth)
+        for live in unbooked:
+            self.qm.release_unbooked(live)
         if self.breaches():
             self.over_allowed = True
         self.exchange.confirm_outcome, self.exchange.hold = confirm, hold
 
         def redeliver() -> None:
-            for q in self.quotes_in("accepted"):
-                self.qm.adopt(self.exchange.quote(q.id), self.strategy)
+            accepted = self.quotes_in("accepted")
+            records = self.journal.quotes_created([q.id for q in accepted])
+            for q in accepted:
+                record = records.get(q.id)
+                if record is not None and q.id not in self.qm.tracked_quote_ids():
+                    self.qm.adopt(self.exchange.quote(q.id), self.strategy, record)
                 self.qm.spawn(self.qm.on_quote_accepted(self.exchange.accepted_msg(q)), "re-accept")
             for q in self.quotes_in("confirmed"):
                 self.qm.adopt_confirmed(self.exchange.quote(q.id), self.strategy)
@@ -2222,7 +2451,8 @@ class QuotingMachine(RuleBasedStateMachine):
         else:
             self.risk.kill_switch = act.action == "kill_on"
             if self.risk.kill_switch:
-                self.loop.run_until_complete(self.qm.cancel_all("kill_switch"))
+                # Withdrawals may be waiting on held answers: start them, do not wait.
+                self.run(lambda: self.qm.spawn(self.qm.cancel_all("kill_switch", within=0), "kill"))
 
     # Every step of a trade in one rule, so that even a run that draws little else trades.
     # With the most arguments it sorts last (see Arrival above).
@@ -2315,15 +2545,20 @@ class QuotingMachine(RuleBasedStateMachine):
     def the_open_quote_count_is_what_a_recount_finds(self) -> None:
         # The manager keeps it as a running count; any transition it missed shows here.
         recount = sum(1 for q in self.qm._by_rfq.values() if q.state in ("creating", "open"))
-        assert self.qm.open_quotes == recount
+        # A quote being withdrawn is open until the exchange says it is gone.
+        withdrawing = [live for live in self.qm._by_quote.values() if live.state == "withdrawing"]
+        assert all(live.quote_id in self.qm._withdrawals for live in withdrawing)
+        assert self.qm.open_quotes == recount + len(self.qm._withdrawals)
 
     @invariant()
     def every_reservation_is_tracked(self) -> None:
         tracked = self.qm.tracked_quote_ids()
         assert set(self.risk.reserved()) <= tracked
         # The engine settles what live() lists before it reloads positions: it must list
-        # every tracked quote.
-        assert {q.quote_id for q in self.qm.live() if q.quote_id is not None} >= tracked
+        # every quote that holds a reservation.
+        assert {q.quote_id for q in self.qm.live() if q.quote_id is not None} >= set(
+            self.risk.reserved()
+        )
 
 
 def test_no_interleaving_confirms_past_a_limit() -> None:

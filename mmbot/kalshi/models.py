@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -60,12 +60,14 @@ __all__ = [
     "Subscribed",
     "UnknownMessage",
     "Unsubscribed",
+    "accepted_bid",
     "maker_fill_for_accept",
     "parse_fixed_point",
     "parse_message",
 ]
 
 Side = Literal["yes", "no"]
+_T = TypeVar("_T")
 
 
 def parse_fixed_point(value: object) -> Decimal:
@@ -302,8 +304,8 @@ class MakerFill:
         return self.price * self.contracts
 
 
-def maker_fill_for_accept(msg: QuoteAcceptedMsg) -> MakerFill:
-    """Map an acceptance to the maker's side, price and size.
+def accepted_bid(side: Side, yes_bid: _T, no_bid: _T) -> _T:
+    """What a requester's acceptance of ``side`` takes: the maker's bid (or size) on it.
 
     This is the one place the side convention lives. Kalshi's FIX spec says a
     requester accepting with SELL takes the maker's YES quote (reported as
@@ -311,12 +313,20 @@ def maker_fill_for_accept(msg: QuoteAcceptedMsg) -> MakerFill:
     means the maker's ``yes_bid`` was hit: the maker buys YES at ``yes_bid``;
     ``"no"`` means the maker buys NO at ``no_bid``.
     """
+    return yes_bid if side == "yes" else no_bid
+
+
+def maker_fill_for_accept(msg: QuoteAcceptedMsg) -> MakerFill:
+    """Map an acceptance frame, as it stands, to the maker's side, price and size.
+
+    The daemon confirms from its own record instead (see :mod:`mmbot.quoting`); this reads
+    a frame alone, for tools and checks that have nothing else.
+    """
     if msg.accepted_side is None:
         raise ValueError(f"quote {msg.quote_id}: acceptance without accepted_side")
-    if msg.accepted_side == "yes":
-        price, offered = msg.yes_bid_dollars, msg.yes_contracts_offered_fp
-    else:
-        price, offered = msg.no_bid_dollars, msg.no_contracts_offered_fp
+    side = msg.accepted_side
+    price = accepted_bid(side, msg.yes_bid_dollars, msg.no_bid_dollars)
+    offered = accepted_bid(side, msg.yes_contracts_offered_fp, msg.no_contracts_offered_fp)
     contracts = msg.contracts_accepted_fp if msg.contracts_accepted_fp is not None else offered
     if contracts is None:
         raise ValueError(f"quote {msg.quote_id}: acceptance without a contract count")
@@ -324,7 +334,7 @@ def maker_fill_for_accept(msg: QuoteAcceptedMsg) -> MakerFill:
         raise ValueError(f"quote {msg.quote_id}: accepted price {price} is outside (0, 1]")
     if contracts <= 0:
         raise ValueError(f"quote {msg.quote_id}: accepted size {contracts} is not positive")
-    return MakerFill(side=msg.accepted_side, price=price, contracts=contracts)
+    return MakerFill(side=side, price=price, contracts=contracts)
 
 
 # --------------------------------------------------------------------------- markets
@@ -376,6 +386,9 @@ class Market(KalshiModel):
     open_interest_fp: Count | None = None
     notional_value_dollars: Dollars | None = None
     result: str | None = None
+    # What a YES contract paid once the market is determined; absent before that.
+    settlement_value_dollars: Dollars | None = None
+    settlement_ts: UtcDatetime | None = None
     can_close_early: bool | None = None
     price_level_structure: str | None = None
     price_ranges: tuple[PriceRange, ...] = ()

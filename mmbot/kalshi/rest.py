@@ -31,6 +31,8 @@ from pydantic import BaseModel, ValidationError
 from mmbot.kalshi.auth import KalshiAuth, Signer
 from mmbot.kalshi.backoff import Backoff
 from mmbot.kalshi.errors import (
+    AuthError,
+    KalshiApiError,
     KalshiError,
     PaginationError,
     ServerError,
@@ -207,6 +209,9 @@ class KalshiRestClient:
             max_sheddable=max_queued_quotes,
         )
         self._retry_deadline = retry_deadline_seconds
+        #: The last 401/403 the exchange answered, until a later request succeeds: a clock
+        #: that drifted past the signing window fails every request this way.
+        self.auth_failure: KalshiApiError | None = None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
         self._http = httpx.AsyncClient(
@@ -291,8 +296,11 @@ class KalshiRestClient:
                 status = response.status_code
                 self._observe(endpoint, str(status), started)
                 if status < 400:
+                    self.auth_failure = None
                     return self._decode(response, method, path)
                 error = error_for_status(status, response.content, method=method, path=path)
+                if isinstance(error, AuthError):
+                    self.auth_failure = error
                 if status == 404 and gone_is_done and ambiguous_before:
                     log.info("delete_already_done", method=method, path=path)
                     return None

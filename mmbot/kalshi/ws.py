@@ -219,6 +219,9 @@ class CommunicationsStream:
         self.stats = WsStats()
         # Mirrors stats.connected, for callers that wait for a subscription to stand.
         self._subscribed = asyncio.Event()
+        #: Why the last handshake was refused (status and the exchange's words), until the
+        #: next subscription stands: readiness shows it.
+        self.last_refusal: str | None = None
         self._ws: ClientConnection | None = None
         self._closing = False
         # Resolved by close(); waited on instead of an Event so that no helper task is needed.
@@ -276,6 +279,7 @@ class CommunicationsStream:
                     subscribed = True
                     backoff.reset()
                     self.stats.connected = True
+                    self.last_refusal = None
                     self._subscribed.set()
                     if dropped_at is None:
                         log.info("ws_subscribed", channel=CHANNEL, sid=sid, attempts=attempts)
@@ -414,6 +418,8 @@ class CommunicationsStream:
                 if status in (401, 403)
                 else "the exchange refused the connection; retrying with backoff",
             )
+            text = body[:200].decode("utf-8", "replace").strip()
+            self.last_refusal = f"handshake refused: HTTP {status}" + (f" ({text})" if text else "")
             raise _Drop(f"handshake refused: HTTP {status}") from None
         except (OSError, WebSocketException) as exc:
             # TimeoutError (open_timeout) is an OSError.
