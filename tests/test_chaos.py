@@ -214,6 +214,8 @@ class Chaos:
     quote_times: list[float] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     flow_rfqs: dict[str, str] = field(default_factory=dict)  # rfq id -> market
+    #: While set, the flow's RFQs are sized by this dollar budget instead of by LOT.
+    budget: Decimal | None = None
     _confirmed: list[QuoteRecord] = field(default_factory=list)
     _next_market: int = 0
 
@@ -325,8 +327,8 @@ class Chaos:
         plan = RfqPlan(
             requester=requester.user_id,
             market_ticker=market.ticker,
-            contracts=LOT,
-            target_cost_dollars=None,
+            contracts=LOT if self.budget is None or not flow else None,
+            target_cost_dollars=self.budget if flow else None,
             rest_remainder=False,
             wants=wants,  # type: ignore[arg-type]
             reservation=Decimal(reservation),
@@ -550,15 +552,16 @@ class Fault:
     how: str
     times: int
     # Injects the fault; returns time.monotonic() of the moment it cleared.
-    inject: Callable[[MockExchange], Awaitable[float]]
+    inject: Callable[[Chaos], Awaitable[float]]
 
 
-async def _ws_drop(mock: MockExchange) -> float:
-    assert await mock.drop_ws() >= 1
+async def _ws_drop(chaos: Chaos) -> float:
+    assert await chaos.mock.drop_ws() >= 1
     return time.monotonic()
 
 
-async def _refused_handshakes(mock: MockExchange) -> float:
+async def _refused_handshakes(chaos: Chaos) -> float:
+    mock = chaos.mock
     mock.faults.update({"refuse_handshakes_seconds": 1.0})
     cleared = time.monotonic() + 1.0
     assert await mock.drop_ws() >= 1
@@ -568,14 +571,45 @@ async def _refused_handshakes(mock: MockExchange) -> float:
     return time.monotonic()
 
 
-def _knob(name: str, value: float, seconds: float) -> Callable[[MockExchange], Awaitable[float]]:
-    async def inject(mock: MockExchange) -> float:
-        mock.faults.update({name: value})
+def _knob(name: str, value: float, seconds: float) -> Callable[[Chaos], Awaitable[float]]:
+    return _knobs(dict.fromkeys((name,), value), seconds)
+
+
+def _knobs(values: dict[str, float], seconds: float) -> Callable[[Chaos], Awaitable[float]]:
+    async def inject(chaos: Chaos) -> float:
+        chaos.mock.faults.update(values)
         await asyncio.sleep(seconds)
-        mock.faults.update({name: 0})
+        chaos.mock.faults.update(dict.fromkeys(values, 0))
         return time.monotonic()
 
     return inject
+
+
+async def _withdrawals_failing(chaos: Chaos) -> float:
+    # Longer than one DELETE's own retries (2 s): TTL withdrawals must be retried.
+    chaos.mock.faults.update({"delete_503_seconds": 2.5})
+    await asyncio.sleep(2.5)
+    # The last withdrawals retried over the window must land before quoting is judged.
+    await eventually(
+        lambda: not [q for q in chaos.venue.open_maker_quotes() if _overdue(q)],
+        "quotes past their TTL withdrawn once deletes work again",
+        RECOVERY_BOUND_SECONDS,
+    )
+    return time.monotonic()
+
+
+def _overdue(quote: QuoteRecord) -> bool:
+    """Open longer than the daemon's quote TTL (2 s) plus a withdrawal's retry cap."""
+    age = (datetime.now(UTC) - quote.created_ts).total_seconds()
+    return age > 2 + 2 + 1
+
+
+async def _budget_sized_flow(chaos: Chaos) -> float:
+    # Budget-sized RFQs report contracts_fp "0.00"; the daemon must size them by budget.
+    chaos.budget = Decimal(4)
+    await asyncio.sleep(1.5)
+    chaos.budget = None
+    return time.monotonic()
 
 
 FAULTS = [
@@ -611,6 +645,31 @@ FAULTS = [
         "`reorder_fraction=0.3` for 1.5 s",
         3,
         _knob("reorder_fraction", 0.3, 1.5),
+    ),
+    Fault(
+        "failed withdrawals",
+        "`delete_503_seconds=2.5`: every quote DELETE answers 503",
+        3,
+        _withdrawals_failing,
+    ),
+    Fault(
+        "tampered acceptances",
+        "`tamper_accept_{price,size,market}_fraction=0.3` for 1.5 s",
+        3,
+        _knobs(
+            {
+                "tamper_accept_price_fraction": 0.3,
+                "tamper_accept_size_fraction": 0.3,
+                "tamper_accept_market_fraction": 0.3,
+            },
+            1.5,
+        ),
+    ),
+    Fault(
+        "target-cost RFQs",
+        'the flow\'s RFQs sized by a $4 budget (`contracts_fp` "0.00") for 1.5 s',
+        3,
+        _budget_sized_flow,
     ),
 ]
 KILL_9 = (
@@ -655,7 +714,7 @@ async def test_fault_during_steady_flow(
             for _ in range(fault.times):
                 chaos.flowing = True
                 await asyncio.sleep(0.5)  # steady flow before the fault
-                cleared = await fault.inject(chaos.mock)
+                cleared = await fault.inject(chaos)
                 record.injections += 1
                 await chaos.recovered(cleared)
                 await asyncio.sleep(0.5)  # and after it
@@ -804,3 +863,195 @@ async def test_a_fill_executed_while_the_daemon_is_down_reaches_the_journal(
         assert daemon.engine.risk.position(market.ticker) == LOT
         # ...the journal does not.
         await chaos.positions_agree(raise_as=JournalMismatch)
+
+
+# ----------------------------------------------------------------------------- unread pipes
+# (Imports are local below: this section is appended to a suite whose header others edit.)
+
+UNREAD_PIPES = (
+    "unread output pipes",
+    "stdout and stderr of a `python -m mmbot run` child are pipes nobody reads (DEBUG logs, "
+    "a status line every 2 ms): both fill and stay full",
+)
+# A quote's time to live in this scenario, and how long past it the withdrawal may take.
+SHORT_TTL_SECONDS = 1.0
+WITHDRAWAL_BOUND_SECONDS = 5.0
+# The child imports the test strategy (FLAT) from this checkout.
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    """A loopback port that was free a moment ago (the daemon's /healthz listens on it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pipe_full(read_end: int) -> bool:
+    """Whether the pipe holds so much that its writer cannot put one more line into it."""
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    # F_GETPIPE_SZ is Linux's; elsewhere a pipe holds 64 KiB as well.
+    capacity = getattr(fcntl, "F_GETPIPE_SZ", None)
+    capacity = 65536 if capacity is None else fcntl.fcntl(read_end, capacity)
+    (available,) = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))
+    # A write of up to PIPE_BUF bytes waits for room for all of it; a longer one fills the pipe.
+    return bool(available > capacity - select.PIPE_BUF)
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    """GET a path of the daemon's metrics server; a daemon that never answers fails the test."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(f"http://127.0.0.1:{port}{path}")
+    except httpx.TimeoutException:
+        pytest.fail(f"{path} did not answer within 5 s: the daemon's event loop is stalled")
+    return response.status_code, response.text
+
+
+async def _lines_dropped(port: int) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = await _get(port, "/metrics")
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "mmbot_log_records_dropped_total":
+                return float(sample.value)
+    raise AssertionError("mmbot_log_records_dropped_total is not exposed")
+
+
+@pytest.mark.parametrize("record", [UNREAD_PIPES], ids=["unread pipes"], indirect=True)
+async def test_output_pipes_nobody_reads_do_not_stall_the_daemon(
+    record: ScenarioRecord, chaos: Chaos, tmp_path: Path
+) -> None:
+    # Regression: logs and the status line were written on the event loop, so once a pipe
+    # nobody read was full (64 KiB) the loop froze: quotes outlived their TTL, the kill
+    # switch went unseen and /healthz stopped answering.
+    kill = tmp_path / "KILL"
+    port = _free_port()
+    # Markets beyond the flow's, so the flow's positions cannot stop them being quoted: on
+    # one quotes live for the configured TTL, on the others until the kill switch acts.
+    ttl_market, *lasting_markets = chaos.venue.markets(MARKETS + 3)[MARKETS:]
+    extra = daemon_settings(chaos)
+    extra["kalshi"] |= {"ws_reconnect_min_seconds": 0.05, "ws_reconnect_max_seconds": 0.2}
+    extra["quotes"] |= {"ttl_seconds": SHORT_TTL_SECONDS}
+    extra["risk"] |= {"kill_switch_file": str(kill)}
+    extra["strategies"]["routes"] += [
+        {"match": [ttl_market.ticker], "strategy": FLAT},
+        {
+            "match": [m.ticker for m in lasting_markets],
+            "strategy": FLAT,
+            "params": {"ttl_seconds": 600},
+        },
+    ]
+    extra["log"] = {"level": "DEBUG", "format": "json"}
+    extra["run"] = {"status_interval_seconds": 0.002}
+    config = subprocess_config(tmp_path / "mmbot.toml", chaos.journal, extra)
+    env = {
+        **daemon_env(chaos.venue),
+        "MMBOT_METRICS__PORT": str(port),
+        "PYTHONPATH": str(_REPO),
+    }
+
+    # Bare pipes rather than asyncio.subprocess.PIPE: asyncio's transport would go on
+    # reading into memory up to its high-water mark; a pipe nobody reads is the fault here.
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mmbot",
+            "run",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=tmp_path,
+            env=env,
+        )
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    try:
+        chaos.flowing = True
+        await eventually(lambda: _starts(chaos) > 0, "the daemon to start", 30)
+        for name, read_end in (("stdout", out_read), ("stderr", err_read)):
+            # The daemon must go on answering while its output backs up.
+            async with asyncio.timeout(60):
+                while not _pipe_full(read_end):
+                    assert (await _get(port, "/healthz"))[0] == 200
+                    await asyncio.sleep(0.1)
+            record.injections += 1
+            await chaos.recovered(time.monotonic())
+            assert (await _get(port, "/healthz"))[0] == 200, f"with {name} full"
+        # From here on neither pipe has room for a line: every write the daemon makes to
+        # them would block. The flow pauses, so its deals cannot hold the risk limits.
+        chaos.flowing = False
+        await chaos.settled()
+
+        # A quote is withdrawn at its TTL.
+        rfq_id = chaos.new_rfq(ttl_market, "yes", reservation="0.01", flow=False)
+        quote = await chaos.venue.open_quote(rfq_id, within=10)
+        await eventually(
+            lambda: status(quote) != "open",
+            f"the quote to be withdrawn after its {SHORT_TTL_SECONDS} s TTL",
+            SHORT_TTL_SECONDS + WITHDRAWAL_BOUND_SECONDS,
+        )
+        assert quote.cancellation_reason == "deleted by creator"
+        assert await eventually(
+            lambda: journal_rows(chaos.journal, "quote_deleted", quote_id=quote.id, reason="ttl"),
+            "the journal's quote_deleted (ttl)",
+        )
+
+        # The kill switch withdraws every open quote.
+        lasting = [
+            await chaos.venue.open_quote(
+                chaos.new_rfq(market, "yes", reservation="0.01", flow=False), within=10
+            )
+            for market in lasting_markets
+        ]
+        kill.touch()
+        await eventually(
+            lambda: not chaos.venue.open_maker_quotes(),
+            "the kill switch to withdraw every open quote",
+            WITHDRAWAL_BOUND_SECONDS,
+        )
+        for lasted in lasting:
+            await eventually(
+                lambda q=lasted: journal_rows(
+                    chaos.journal, "quote_deleted", quote_id=q.id, reason="kill_switch"
+                ),
+                f"the journal's quote_deleted (kill_switch) of {lasted.id}",
+            )
+        assert (await _get(port, "/healthz"))[0] == 200
+
+        # What could not be written is counted, and the count is scraped.
+        async with asyncio.timeout(60):
+            while (dropped := await _lines_dropped(port)) == 0:  # noqa: ASYNC110 - polled
+                await asyncio.sleep(0.2)
+        chaos.assert_limits_held()
+        await chaos.positions_agree()
+
+        # Shutting down does not wait on a consumer that never reads.
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await process.wait()
+        assert code == 0
+        chaos.assert_no_open_quote("after shutdown")
+        record.note = f"{dropped:.0f} lines dropped and counted while the pipes were full"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(out_read)
+        os.close(err_read)
