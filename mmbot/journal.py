@@ -1392,9 +1392,7 @@ class Journal:
         try:
             # Folds the WAL into the main file so the next start (or a copy of the file)
             # does not depend on the -wal sidecar.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            _log.warning("journal_checkpoint_failed", path=str(self._path), error=str(exc))
+            self._empty_wal()
         finally:
             conn.close()
             self._conn = None

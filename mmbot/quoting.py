@@ -56,6 +56,7 @@ from mmbot.kalshi.models import (
     QuoteAcceptedMsg,
     QuoteExecutedMsg,
     Rfq,
+    Side,
     accepted_bid,
 )
 from mmbot.kalshi.ratelimit import Shed
@@ -362,11 +363,6 @@ class QuoteManager:
         # quotes each time was a visible share of the time before each quote went out.
         return self._open_count + len(self._withdrawals)
 
-    @property
-    def withdrawals_pending(self) -> int:
-        """Quotes whose DELETE the exchange has not confirmed yet."""
-        return len(self._withdrawals)
-
     def live(self) -> list[LiveQuote]:
         """Every tracked quote."""
         # Not only _by_rfq: an adopted quote whose RFQ already has a quote of ours is tracked
@@ -496,7 +492,9 @@ class QuoteManager:
             return self._skip(rfq, "journal_unhealthy")
         if not _sized(rfq):
             return self._skip(rfq, "invalid_size")
-        strategy = self._router.route(rfq.market_ticker, await self._event_of(rfq))
+        # Frames carry the event ticker; only RFQs listed over REST need a look-up.
+        event = rfq.event_ticker or await self._event_of(rfq)
+        strategy = self._router.route(rfq.market_ticker, event)
         if strategy is None:
             return self._skip(rfq, "unrouted_market")
         market = await self._market_data.ensure_fresh(rfq.market_ticker)
@@ -529,9 +527,7 @@ class QuoteManager:
             await self._delete(live, "rfq_deleted")
 
     async def _event_of(self, rfq: Rfq) -> str:
-        """The RFQ's event ticker; RFQs listed over REST carry none, their market does."""
-        if rfq.event_ticker:
-            return rfq.event_ticker
+        """The event ticker of an RFQ listed over REST (which carries none): its market's."""
         # Routed with no event, an RFQ caught up after a reconnect missed every route that
         # matches on its event.
         market = self._market_data.market(rfq.market_ticker)
@@ -1039,26 +1035,44 @@ class QuoteManager:
             delay, lambda: self.spawn(self._check_execution(live), "execution-check")
         )
 
-    def _count_decline(self, reason: str) -> None:
+    def _record_decline(
+        self,
+        quote_id: str,
+        rfq_id: str,
+        market: str,
+        reason: str,
+        detail: str,
+        *,
+        side: Side | None,
+        fill: MakerFill | None = None,
+    ) -> None:
+        """Count and journal an acceptance we do not confirm."""
         self.counters.declines += 1
         by_reason = self.counters.declined_by_reason
         by_reason[reason] = by_reason.get(reason, 0) + 1
-
-    async def _decline(
-        self, live: LiveQuote, msg: QuoteAcceptedMsg, reason: str, detail: str
-    ) -> None:
-        self._count_decline(reason)
-        log.warning("accept_declined", reason=reason, detail=detail)
-        fill = live.fill
         self._journal.record_confirm_declined(
-            rfq_id=live.rfq.id,
-            quote_id=msg.quote_id,
-            market=live.rfq.market_ticker,
-            side=fill.side if fill else msg.accepted_side,
+            rfq_id=rfq_id,
+            quote_id=quote_id,
+            market=market,
+            side=fill.side if fill else side,
             price=fill.price if fill else None,
             contracts=fill.contracts if fill else None,
             reason=reason,
             detail=detail,
+        )
+
+    async def _decline(
+        self, live: LiveQuote, msg: QuoteAcceptedMsg, reason: str, detail: str
+    ) -> None:
+        log.warning("accept_declined", reason=reason, detail=detail)
+        self._record_decline(
+            msg.quote_id,
+            live.rfq.id,
+            live.rfq.market_ticker,
+            reason,
+            detail,
+            side=msg.accepted_side,
+            fill=live.fill,
         )
         # Not confirming lets the acceptance lapse; withdrawing the quote ends it at once.
         await self._delete(live, "declined_accept")
@@ -1070,31 +1084,25 @@ class QuoteManager:
         withdrawal.declined = True
         reason = "withdrawn"
         detail = f"the quote was being withdrawn ({withdrawal.reason}) when it was accepted"
-        self._count_decline(reason)
         log.warning("accept_declined", reason=reason, detail=detail)
-        self._journal.record_confirm_declined(
-            rfq_id=withdrawal.rfq_id,
-            quote_id=msg.quote_id,
-            market=withdrawal.market,
+        self._record_decline(
+            msg.quote_id,
+            withdrawal.rfq_id,
+            withdrawal.market,
+            reason,
+            detail,
             side=msg.accepted_side,
-            price=None,
-            contracts=None,
-            reason=reason,
-            detail=detail,
         )
         await self._await_withdrawal(withdrawal)
 
     async def _decline_untracked(self, msg: QuoteAcceptedMsg) -> None:
-        self._count_decline("untracked_quote")
-        self._journal.record_confirm_declined(
-            rfq_id=msg.rfq_id,
-            quote_id=msg.quote_id,
-            market=msg.market_ticker,
+        self._record_decline(
+            msg.quote_id,
+            msg.rfq_id,
+            msg.market_ticker,
+            "untracked_quote",
+            "accepted quote is not one this daemon is tracking",
             side=None,
-            price=None,
-            contracts=None,
-            reason="untracked_quote",
-            detail="accepted quote is not one this daemon is tracking",
         )
         # Ours (the creator is us) but unknown here: withdraw it like any other, until gone.
         await self._await_withdrawal(

@@ -156,13 +156,18 @@ def test_synchronous_must_be_normal_or_full(db_path: Path) -> None:
         Journal(db_path, synchronous="OFF")  # type: ignore[arg-type]
 
 
-def test_a_journal_from_a_newer_mmbot_is_refused(db_path: Path) -> None:
+def written_by_a_newer_mmbot(db_path: Path) -> None:
+    """A journal whose schema version is past what this mmbot understands."""
     j = Journal(db_path)
     j.start()
     j.close()
     with sqlite3.connect(db_path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
     conn.close()
+
+
+def test_a_journal_from_a_newer_mmbot_is_refused(db_path: Path) -> None:
+    written_by_a_newer_mmbot(db_path)
     with pytest.raises(JournalError, match="newer mmbot"):
         Journal(db_path).start()
 
@@ -265,12 +270,7 @@ def test_another_process_cannot_start_on_a_journal_in_use(db_path: Path) -> None
 
 
 def test_a_failed_start_releases_the_lock(db_path: Path) -> None:
-    j = Journal(db_path)
-    j.start()
-    j.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
-    conn.close()
+    written_by_a_newer_mmbot(db_path)
     with pytest.raises(JournalError, match="newer mmbot"):
         Journal(db_path).start()
     assert lock_is_free(db_path)
