@@ -507,16 +507,22 @@ class Engine:
         """The exchange no longer holds a position we hold: realise it; 1 if settled.
 
         A settled market pays its settlement value, and that P&L counts against today's
-        loss limit. When the market does not say what it paid, the worst case is taken
-        (the position's whole cost is lost) and the operator is told.
+        loss limit. When the market answers without saying what it paid, the worst case is
+        taken (the position's whole cost is lost) and the operator is told; when it cannot
+        be asked, the position stays until the next reconciliation.
         """
         state = self.risk.positions().get(market)
         if state is None or (state.contracts == 0 and state.cost == 0):
             self.risk.set_position(market, _ZERO, _ZERO)
             return 0
-        settled = None
-        with contextlib.suppress(KalshiError):
+        try:
             settled = _settlement_value(await self.rest.get_market(market))
+        except KalshiError as exc:
+            # A failed look-up says nothing about the market: keep the position (it still
+            # counts against every limit) and ask again at the next reconciliation, rather
+            # than book a loss that may never have happened.
+            log.warning("settlement_lookup_failed", market=market, error=str(exc))
+            return 0
         if settled is None:
             log.error(
                 "position_closed_unseen",

@@ -774,6 +774,10 @@ class QuoteManager:
                     # only the exchange's records can say whose it is.
                     log.error("withdrawn_quote_confirmed", quote_id=quote_id)
                     self._withdrawals.pop(quote_id, None)
+                    live = withdrawal.live
+                    if live is not None and live.state == "withdrawing":
+                        # Left behind, it would stay "withdrawing" and tracked for good.
+                        self._forget(live)
                     if self.on_reconcile_needed is not None:
                         self.on_reconcile_needed("withdrawn_quote_confirmed")
                     return

@@ -282,7 +282,9 @@ async def run_daemon(
             summary = journal.summary(journal.run_id)
             say(journal.format_summary(summary))
             return code
-    except StartupRefused as exc:
+    except (StartupRefused, JournalError) as exc:
+        # A journal that cannot be read at start-up (today's P&L, our quotes' records)
+        # stops the start like one that cannot be opened: one line, no traceback.
         _complain(f"error: {exc}")
         return 1
     except ConfigError as exc:

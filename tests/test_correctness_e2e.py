@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from mmbot import cli, runcli
+from mmbot.journal import Journal, JournalError
 from mmbot.mock.exchange import OrderRecord, QuoteRecord
 from mmbot.mock.sim import SimMarket
 from tests.polling import eventually
@@ -534,6 +535,26 @@ async def test_a_kill_switch_file_that_cannot_be_looked_at_counts_as_on(
         kill.unlink()
         await eventually(lambda: not daemon.engine.risk.kill_switch, "the kill switch to clear")
         await venue.open_quote(await venue.requester.create_rfq(markets[1].ticker, contracts=TEN))
+
+
+async def test_a_journal_unreadable_at_start_up_stops_the_start_in_one_line(
+    venue: Venue,
+    daemons: Daemons,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def unreadable(self: Journal, since: object) -> None:
+        raise JournalError(f"cannot read journal {self.path}: disk I/O error")
+
+    # Opened fine, then unreadable when today's realised P&L is rebuilt from it.
+    monkeypatch.setattr(Journal, "realized_pnl_since", unreadable)
+    code = await asyncio.wait_for(
+        runcli.run_daemon(daemons.settings(), stop=asyncio.Event(), out=io.StringIO()), 30
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"error: cannot read journal {daemons.journal}: disk I/O error"]
+    assert "Traceback" not in err
 
 
 async def metrics_url(daemon: Running) -> str:

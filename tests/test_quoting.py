@@ -1806,6 +1806,43 @@ async def test_an_execution_whose_fills_never_show_is_held_until_positions_settl
     assert h.qm.live() == []
 
 
+async def test_a_settlement_that_cannot_be_looked_up_keeps_the_position_until_it_can(
+    h: Harness,
+) -> None:
+    engine = engine_for(h)
+    h.risk.set_position("M-1", D(10), D("4.00"))  # the exchange no longer lists it
+    h.exchange.script["get_market"].append(ServerError("down", status=503))
+    await engine.reconcile("timer")
+    # Nothing known about the market: no loss booked, the position still counts.
+    assert h.risk.position("M-1") == 10
+    assert h.journal.of("position_changed") == []
+    assert h.risk.realized_pnl_today() == 0
+    h.exchange.add_market(
+        market("M-1").model_copy(update={"result": "no", "settlement_value_dollars": D(0)})
+    )
+    await engine.reconcile("timer")
+    [settled] = h.journal.of("position_changed")
+    assert (settled["reason"], settled["realized_pnl_change"]) == ("settled", D("-4.00"))
+    assert h.risk.position("M-1") == 0
+    assert h.risk.realized_pnl_today() == D("-4.00")
+
+
+async def test_a_quote_found_confirmed_while_being_withdrawn_is_not_left_tracked(
+    h: Harness,
+) -> None:
+    rfq, quote_id = await h.quoted()
+    live = h.live(rfq)
+    h.exchange.quotes[quote_id].status = "confirmed"  # a trade: DELETE is refused
+    asked: list[str] = []
+    h.qm.on_reconcile_needed = asked.append
+    h.timers.fire(h.timers.armed("ttl")[0])
+    await h.qm.wait_idle()
+    assert asked == ["withdrawn_quote_confirmed"]
+    assert live.state == "done"
+    assert h.qm.tracked_quote_ids() == set()
+    assert h.qm.open_quotes == 0
+
+
 async def test_reconcile_while_the_confirm_answer_is_in_flight(h: Harness) -> None:
     # Found by the property test: the quote executes on the exchange while our confirm's
     # answer is still on its way, and the stream reconnects. The reconciliation must settle
