@@ -279,8 +279,12 @@ async def run_daemon(
                     f"{target.journal_path}; they are in the log as journal_record_lost"
                 )
                 code = code or 1
-            summary = journal.summary(journal.run_id)
-            say(journal.format_summary(summary))
+            try:
+                say(journal.format_summary(journal.summary(journal.run_id)))
+            except JournalError as exc:
+                # The run is over and its outcome already said; a summary that cannot be
+                # read (the file was lost) is not a second error.
+                say(f"mmbot: no summary: {exc}")
             return code
     except (StartupRefused, JournalError) as exc:
         # A journal that cannot be read at start-up (today's P&L, our quotes' records)
