@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mmbot.benchcli import main
+from mmbot.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

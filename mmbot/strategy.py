@@ -38,10 +38,10 @@ A complete strategy (save as ``my_strategies/edge.py``)::
 
     from decimal import Decimal
 
-    from mmbot.kalshi.models import Rfq
     from mmbot.strategy import (
         MarketView,
         QuoteIntent,
+        Rfq,
         Strategy,
         StrategyParams,
         round_down_to_grid,
@@ -83,8 +83,7 @@ Testing it (plain pytest, no daemon needed)::
 
     from decimal import Decimal
 
-    from mmbot.kalshi.models import PriceRange, Rfq
-    from mmbot.strategy import MarketView, QuoteIntent, build_strategy
+    from mmbot.strategy import MarketView, PriceRange, QuoteIntent, Rfq, build_strategy
 
     def test_edge_bids_below_the_mid() -> None:
         strategy = build_strategy("my_strategies.edge:Edge", {"edge": "0.05"})
@@ -127,13 +126,16 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from mmbot.kalshi.models import PriceRange, Rfq
+from mmbot.kalshi.models import MveLeg, PriceRange, Rfq
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FillInfo",
     "MarketView",
+    "MveLeg",
+    "PriceRange",
     "QuoteIntent",
+    "Rfq",
     "Route",
     "Strategy",
     "StrategyError",

@@ -47,8 +47,14 @@ from decimal import ROUND_FLOOR, Decimal
 
 from pydantic import Field
 
-from mmbot.kalshi.models import Rfq
-from mmbot.strategy import MarketView, QuoteIntent, Strategy, StrategyParams, round_down_to_grid
+from mmbot.strategy import (
+    MarketView,
+    QuoteIntent,
+    Rfq,
+    Strategy,
+    StrategyParams,
+    round_down_to_grid,
+)
 
 __all__ = ["InventorySkew", "InventorySkewParams"]
 

@@ -51,8 +51,15 @@ from decimal import Decimal
 
 from pydantic import Field, model_validator
 
-from mmbot.kalshi.models import PriceRange, Rfq
-from mmbot.strategy import MarketView, QuoteIntent, Strategy, StrategyParams, round_down_to_grid
+from mmbot.strategy import (
+    MarketView,
+    PriceRange,
+    QuoteIntent,
+    Rfq,
+    Strategy,
+    StrategyParams,
+    round_down_to_grid,
+)
 
 __all__ = ["SizeAware", "SizeAwareParams"]
 

@@ -12,9 +12,9 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from benchmarks.harness import BenchOptions, format_table, run_bench
-from benchmarks.procs import cpu_seconds, rss_bytes
-from benchmarks.stats import cdf_points, percentile, ratio, summarize_ns
+from mmbot.bench.harness import BenchOptions, format_table, run_bench
+from mmbot.bench.procs import cpu_seconds, rss_bytes
+from mmbot.bench.stats import cdf_points, percentile, ratio, summarize_ns
 from mmbot.kalshi.auth import KalshiAuth, Signer
 from mmbot.mock.server import BenchProbe, MockConfig, MockExchange, TokenBucket, write_cost
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from mmbot import runcli
+from mmbot.cli import run as runcli
 from mmbot.engine import Engine
 from mmbot.logs import configure_logging
 from mmbot.mock.driver import rfq_body

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mmbot
-from mmbot import cli
+from mmbot.cli import entry as cli
 from mmbot.config import Settings
 from mmbot.logs import clear_registered_secrets, reset_logging
 

@@ -26,8 +26,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from mmbot.cli import main
+from mmbot.cli.health import probe_address
 from mmbot.config import MetricsSettings
-from mmbot.healthcli import probe_address
 from mmbot.observability import Health, Metrics, MetricsServer, State
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,7 +379,7 @@ KEPT_OUT = [
     "mmbot/__pycache__/cli.cpython-311.pyc",
     "mmbot.egg-info/PKG-INFO",
     "tests/test_container.py",
-    "build/lib/mmbot/cli.py",
+    "build/lib/mmbot/cli/entry.py",
     "mmbot-journal.sqlite",
     "mmbot-journal.sqlite-wal",
     "mmbot/journal.sqlite-shm",

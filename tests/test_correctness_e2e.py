@@ -1,6 +1,6 @@
 """Defects that lost money or flow, each replayed end to end against the mock exchange.
 
-Every test here runs the real daemon (in-process through :func:`mmbot.runcli.run_daemon`,
+Every test here runs the real daemon (in-process through :func:`mmbot.cli.run.run_daemon`,
 or as a ``python -m mmbot run`` child where exit codes and output matter) against the mock
 exchange over loopback sockets, breaks the exchange the way the defect needs through the
 mock's fault knobs, and judges the outcome from the exchange's own records and the journal.
@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mmbot import cli, runcli
+from mmbot import cli
+from mmbot.cli import run as runcli
 from mmbot.journal import Journal, JournalError
 from mmbot.mock.exchange import OrderRecord, QuoteRecord
 from mmbot.mock.sim import SimMarket

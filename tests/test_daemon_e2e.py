@@ -1,6 +1,6 @@
 """The daemon end to end: real loopback sockets against the mock exchange.
 
-The daemon runs either in-process, through :func:`mmbot.runcli.run_daemon` exactly as
+The daemon runs either in-process, through :func:`mmbot.cli.run.run_daemon` exactly as
 ``mmbot run`` calls it (an :class:`~mmbot.engine.Engine` subclass only records the
 instance, so a test can reach the risk book), or as a ``python -m mmbot run`` subprocess
 for what only a real process shows: SIGTERM, SIGKILL, exit codes, the printed summary.
@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mmbot import runcli
+from mmbot.cli import run as runcli
 from mmbot.config import Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal

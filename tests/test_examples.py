@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mmbot.cli import main
+from mmbot.cli.run import build_router
 from mmbot.config import load_settings_with_sources
-from mmbot.runcli import build_router
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "config").glob("*.toml"))
 

@@ -26,7 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import mmbot.mock.server as mock_server
-from mmbot import __version__, runcli
+from mmbot import __version__
+from mmbot.cli import run as runcli
 from mmbot.config import Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal, Summary

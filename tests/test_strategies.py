@@ -12,11 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmbot.kalshi.models import PriceRange, Rfq
-from mmbot.strategy import MarketView, QuoteIntent, Strategy, build_strategy, safe_quote
-from strategies.fixed_spread import FixedSpread, FixedSpreadParams
-from strategies.inventory_skew import InventorySkew, InventorySkewParams
-from strategies.size_aware import SizeAware, SizeAwareParams
+from mmbot.strategy import (
+    MarketView,
+    PriceRange,
+    QuoteIntent,
+    Rfq,
+    Strategy,
+    build_strategy,
+    safe_quote,
+)
+from mmbot_strategies.fixed_spread import FixedSpread, FixedSpreadParams
+from mmbot_strategies.inventory_skew import InventorySkew, InventorySkewParams
+from mmbot_strategies.size_aware import SizeAware, SizeAwareParams
 from tests.test_no_float_money import _offences
 
 D = Decimal

@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import mmbot.strategy as strategy_module
-from mmbot.kalshi.models import PriceRange, Rfq
 from mmbot.strategy import (
     ENTRY_POINT_GROUP,
     FillInfo,
     MarketView,
+    PriceRange,
     QuoteIntent,
+    Rfq,
     Route,
     Strategy,
     StrategyError,
@@ -37,9 +38,9 @@ from mmbot.strategy import (
     round_down_to_grid,
     safe_quote,
 )
-from strategies.fixed_spread import FixedSpread
-from strategies.inventory_skew import InventorySkew
-from strategies.size_aware import SizeAware
+from mmbot_strategies.fixed_spread import FixedSpread
+from mmbot_strategies.inventory_skew import InventorySkew
+from mmbot_strategies.size_aware import SizeAware
 
 D = Decimal
 CENT_GRID = (PriceRange(start=D("0.00"), end=D("1.00"), step=D("0.01")),)
@@ -175,8 +176,8 @@ def test_shipped_strategies_are_registered() -> None:
 
 
 def test_load_by_module_path() -> None:
-    assert load_strategy_class("strategies.size_aware:SizeAware") is SizeAware
-    assert load_strategy_class("  strategies.fixed_spread:FixedSpread ") is FixedSpread
+    assert load_strategy_class("mmbot_strategies.size_aware:SizeAware") is SizeAware
+    assert load_strategy_class("  mmbot_strategies.fixed_spread:FixedSpread ") is FixedSpread
 
 
 def test_load_a_test_local_strategy_by_path() -> None:
@@ -208,10 +209,12 @@ def test_unknown_name_suggests_a_near_miss() -> None:
 
 def test_dotted_name_without_colon_explains_the_path_syntax() -> None:
     with pytest.raises(StrategyError, match="with a colon"):
-        load_strategy_class("strategies.fixed_spread.FixedSpread")
+        load_strategy_class("mmbot_strategies.fixed_spread.FixedSpread")
 
 
-@pytest.mark.parametrize("ref", ["a:b:c", ":FixedSpread", "strategies.fixed_spread:", "a-b:C"])
+@pytest.mark.parametrize(
+    "ref", ["a:b:c", ":FixedSpread", "mmbot_strategies.fixed_spread:", "a-b:C"]
+)
 def test_malformed_path(ref: str) -> None:
     with pytest.raises(StrategyError, match=r"bad strategy path .*'package\.module:ClassName'"):
         load_strategy_class(ref)
@@ -224,9 +227,9 @@ def test_missing_module() -> None:
 
 def test_missing_attribute() -> None:
     with pytest.raises(
-        StrategyError, match=re.escape("module 'strategies.fixed_spread' has no attribute")
+        StrategyError, match=re.escape("module 'mmbot_strategies.fixed_spread' has no attribute")
     ):
-        load_strategy_class("strategies.fixed_spread:FixedSpreed")
+        load_strategy_class("mmbot_strategies.fixed_spread:FixedSpreed")
 
 
 @pytest.fixture

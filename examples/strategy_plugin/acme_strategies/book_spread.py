@@ -16,8 +16,14 @@ from decimal import Decimal
 
 from pydantic import Field
 
-from mmbot.kalshi.models import Rfq
-from mmbot.strategy import MarketView, QuoteIntent, Strategy, StrategyParams, round_down_to_grid
+from mmbot.strategy import (
+    MarketView,
+    QuoteIntent,
+    Rfq,
+    Strategy,
+    StrategyParams,
+    round_down_to_grid,
+)
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)

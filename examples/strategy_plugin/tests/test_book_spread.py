@@ -9,10 +9,11 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from mmbot.kalshi.models import PriceRange, Rfq
 from mmbot.strategy import (
     MarketView,
+    PriceRange,
     QuoteIntent,
+    Rfq,
     StrategyError,
     build_strategy,
     round_down_to_grid,

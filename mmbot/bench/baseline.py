@@ -4,7 +4,7 @@ WebSocket receive, ``json.loads`` per frame, one ``httpx`` POST per ``rfq_create
 at fixed prices, one PUT confirm per ``quote_accepted`` frame. No strategy, no risk checks,
 no rate limiting, no queue: each frame gets its own task. Run as a process::
 
-    python -m benchmarks.baseline --rest-url URL --ws-url URL --key-id ID --key-path PEM
+    python -m mmbot.bench.baseline --rest-url URL --ws-url URL --key-id ID --key-path PEM
 
 It prints ``ready`` on stdout once subscribed and runs until SIGTERM or SIGINT, then
 prints one JSON line of counters and exits at once (pending requests are abandoned).
@@ -142,7 +142,7 @@ async def _main(args: argparse.Namespace, pem: bytes) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the baseline quoter until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baseline")
+    parser = argparse.ArgumentParser(prog="python -m mmbot.bench.baseline")
     parser.add_argument("--rest-url", required=True)
     parser.add_argument("--ws-url", required=True)
     parser.add_argument("--key-id", required=True)

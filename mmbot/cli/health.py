@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from mmbot.argtypes import positive_seconds
+from mmbot.cli.argtypes import positive_seconds
 from mmbot.config import MetricsSettings, Settings
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "ProbeResult", "probe", "probe_address", "register"]

@@ -97,7 +97,7 @@ def register(
 
 
 def _options(args: argparse.Namespace) -> object:
-    from benchmarks.harness import BenchOptions
+    from mmbot.bench.harness import BenchOptions
 
     options = BenchOptions.quick_run() if args.quick else BenchOptions()
     mapping = {
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace, settings: Settings | None = None) -> int:
     """Run the benchmark and print the table."""
     del settings  # the daemon under test gets its own configuration
     try:
-        from benchmarks.harness import BenchOptions, run_bench
+        from mmbot.bench.harness import BenchOptions, run_bench
     except ImportError as exc:
         print(
             f"error: the benchmarks package is not importable ({exc}); install mmbot "

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.procs import cpu_seconds, rss_bytes
-from benchmarks.stats import cdf_points, ratio, summarize_ns
+from mmbot.bench.procs import cpu_seconds, rss_bytes
+from mmbot.bench.stats import cdf_points, ratio, summarize_ns
 
 __all__ = ["BenchOptions", "PhaseSpec", "run_bench"]
 
@@ -444,7 +444,7 @@ class _Quoter:
             argv = [
                 sys.executable,
                 "-m",
-                "benchmarks.baseline",
+                "mmbot.bench.baseline",
                 "--rest-url",
                 ctx.rest_url,
                 "--ws-url",

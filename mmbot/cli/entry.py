@@ -37,14 +37,14 @@ __all__ = ["Handler", "build_parser", "format_config", "main"]
 
 Handler = Callable[[argparse.Namespace, Settings], Any]
 
-# Modules that may add subcommands through ``register(subparsers, parents=[...])``; each is
-# optional so that this CLI works before they exist.
+# Modules that add subcommands through ``register(subparsers, parents=[...])``. A module
+# that is not installed is skipped, so a slimmed-down install still gets a working CLI.
 PLUGIN_MODULES = (
-    "mmbot.opscli",
+    "mmbot.cli.ops",
     "mmbot.mock.cli",
-    "mmbot.runcli",
-    "mmbot.healthcli",
-    "mmbot.benchcli",
+    "mmbot.cli.run",
+    "mmbot.cli.health",
+    "mmbot.cli.bench",
 )
 
 EXIT_OK = 0
@@ -215,7 +215,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _extra_checks(settings: Settings) -> list[str]:
     """Return problems that need more than validation: strategies, and the signing key."""
     # Imported here: building strategies imports plug-ins, which only this check needs.
-    from mmbot.runcli import build_router
+    from mmbot.cli.run import build_router
 
     problems: list[str] = []
     try:

@@ -24,7 +24,7 @@ from typing import TextIO
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mmbot.argtypes import positive_seconds
+from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
 from mmbot.engine import Engine, StartupRefused
