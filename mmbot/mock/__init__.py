@@ -6,8 +6,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mmbot.mock.config import MockConfig
     from mmbot.mock.faults import FaultConfig
-    from mmbot.mock.server import MockConfig, MockExchange
+    from mmbot.mock.server import MockExchange
 
 __all__ = ["FaultConfig", "MockConfig", "MockExchange"]
 
@@ -15,7 +16,7 @@ __all__ = ["FaultConfig", "MockConfig", "MockExchange"]
 # their own, without pulling in the HTTP server.
 _EXPORTS = {
     "FaultConfig": "mmbot.mock.faults",
-    "MockConfig": "mmbot.mock.server",
+    "MockConfig": "mmbot.mock.config",
     "MockExchange": "mmbot.mock.server",
 }
 

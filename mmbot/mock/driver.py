@@ -34,15 +34,8 @@ from decimal import ROUND_FLOOR, Decimal
 
 import structlog
 
-from mmbot.mock.exchange import (
-    Exchange,
-    ExchangeEvent,
-    MockApiError,
-    RfqRecord,
-    User,
-    wire_count,
-    wire_dollars,
-)
+from mmbot.mock.exchange import Exchange
+from mmbot.mock.records import ExchangeEvent, RfqRecord, User
 from mmbot.mock.sim import (
     QuoteView,
     RfqPlan,
@@ -50,6 +43,7 @@ from mmbot.mock.sim import (
     choose_quote,
     replan_reservation,
 )
+from mmbot.mock.wire import MockApiError, wire_count, wire_dollars
 
 __all__ = [
     "BenchCounters",
