@@ -15,10 +15,11 @@ the client never shares a loop or a core with a server:
     a bare asyncio HTTP/1.1 server that answers every request with a fixed 201: the
     server costs next to nothing, so what remains is the client's cost.
 
-Variants: ``httpx`` (default httpcore transport), ``httpx-aiohttp`` (httpx over
-``httpx_aiohttp.AiohttpTransport``), ``aiohttp`` (``ClientSession`` directly), ``raw``
-(a keep-alive asyncio stream with the request written by hand: the floor) and, when
-:mod:`mmbot.kalshi.transport` exists, ``httpx-mmbot`` (httpx over mmbot's own transport).
+Variants: ``httpx`` (default httpcore transport), ``httpx-mmbot`` (httpx over
+:class:`mmbot.kalshi.http.AiohttpTransport`, what the REST client uses), ``aiohttp``
+(``ClientSession`` directly), ``raw`` (a keep-alive asyncio stream with the request written
+by hand: the floor) and, when their packages are installed, ``httpx2`` (the httpx fork,
+default transport) and ``httpx-aiohttp`` (httpx over ``httpx_aiohttp.AiohttpTransport``).
 Every variant signs each request with the same :class:`~mmbot.kalshi.auth.Signer` and
 decodes the response's JSON id, so they do the same work.
 """
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import importlib.util
 import json
 import multiprocessing
@@ -231,10 +233,41 @@ def httpx_aiohttp(base: str, signer: Signer, body: bytes) -> AbstractAsyncContex
 
 
 def httpx_mmbot(base: str, signer: Signer, body: bytes) -> AbstractAsyncContextManager[Sender]:
-    """(e) httpx over mmbot's own keep-alive transport."""
-    from mmbot.kalshi.transport import KeepAliveTransport
+    """(e) httpx over mmbot's transport on one aiohttp session, as the REST client runs."""
+    from mmbot.kalshi.http import AiohttpTransport
 
-    return _via_httpx(base, signer, body, KeepAliveTransport())
+    return _via_httpx(base, signer, body, AiohttpTransport())
+
+
+@contextlib.asynccontextmanager
+async def httpx2_default(base: str, signer: Signer, body: bytes) -> AsyncIterator[Sender]:
+    """(f) httpx2, the maintained fork of httpx, with its default transport."""
+    import httpx2
+
+    class Auth(httpx2.Auth):
+        # KalshiAuth is an httpx.Auth; httpx2 wants its own class. The same signing.
+        def auth_flow(self, request: httpx2.Request) -> Iterator[httpx2.Request]:
+            path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+            request.headers.update(signer.headers(request.method, path))
+            yield request
+
+    headers = {"Content-Type": "application/json"}
+    async with httpx2.AsyncClient(
+        base_url=base + "/trade-api/v2/",
+        auth=Auth(),
+        timeout=httpx2.Timeout(10.0),
+        headers={"Accept": "application/json", "User-Agent": "mmbot"},
+    ) as client:
+
+        async def send() -> str:
+            response = await client.request(
+                "POST", "communications/quotes", content=body, headers=headers
+            )
+            if response.status_code != 201:
+                raise RuntimeError(f"{response.status_code}: {response.text}")
+            return str(orjson.loads(response.content)["id"])
+
+        yield send
 
 
 @contextlib.asynccontextmanager
@@ -294,12 +327,14 @@ async def raw_stream(base: str, signer: Signer, body: bytes) -> AsyncIterator[Se
 
 VARIANTS: dict[str, Variant] = {
     "httpx": httpx_default,
-    "httpx-aiohttp": httpx_aiohttp,
+    "httpx-mmbot": httpx_mmbot,
     "aiohttp": aiohttp_direct,
     "raw": raw_stream,
 }
-if importlib.util.find_spec("mmbot.kalshi.transport") is not None:
-    VARIANTS["httpx-mmbot"] = httpx_mmbot
+if importlib.util.find_spec("httpx2") is not None:
+    VARIANTS["httpx2"] = httpx2_default
+if importlib.util.find_spec("httpx_aiohttp") is not None:
+    VARIANTS["httpx-aiohttp"] = httpx_aiohttp
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -416,6 +451,13 @@ def _row(r: Result) -> str:
     )
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: measure, print a table, optionally write JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.transport", description=__doc__)
@@ -437,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "httpx": httpx.__version__,
             "aiohttp": aiohttp.__version__,
+            "httpx2": _version("httpx2"),
+            "httpx-aiohttp": _version("httpx-aiohttp"),
             "results": [asdict(r) for r in results],
         }
         with open(args.json_out, "w", encoding="utf-8") as out:

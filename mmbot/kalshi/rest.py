@@ -39,6 +39,7 @@ from mmbot.kalshi.errors import (
     TransportError,
     error_for_status,
 )
+from mmbot.kalshi.http import AiohttpTransport
 from mmbot.kalshi.models import (
     Balance,
     EventPosition,
@@ -50,10 +51,16 @@ from mmbot.kalshi.models import (
     Quote,
     Rfq,
     Side,
-    parse_fixed_point,
 )
 from mmbot.kalshi.ratelimit import DEFAULT_COST, QUOTE_COST, Priority, TokenBucket
-from mmbot.kalshi.transport import KeepAliveTransport
+from mmbot.kalshi.wire import (
+    InvalidQuoteError,
+    decimal_places,
+    fixed_point,
+    format_count,
+    query_params,
+    validate_quote_prices,
+)
 
 __all__ = [
     "DEFAULT_COST",
@@ -70,10 +77,6 @@ log = structlog.get_logger("mmbot.kalshi.rest")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-_PRICE_MAX_DECIMALS = 4
-_COUNT_MAX_DECIMALS = 2
 
 
 class Retry(Enum):
@@ -99,10 +102,6 @@ class _Lane(Enum):
     WRITE = "write"
 
 
-class InvalidQuoteError(ValueError):
-    """A quote that the exchange would reject, caught before any request is sent."""
-
-
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a cursor-paginated list; ``cursor`` is None on the last page."""
@@ -118,62 +117,6 @@ class PositionsPage:
     market_positions: list[MarketPosition]
     event_positions: list[EventPosition]
     cursor: str | None
-
-
-def _decimal(value: Decimal | str | int, name: str) -> Decimal:
-    # Floats are refused outright: 0.1 + 0.2 != 0.3 is not a bug we want in a price.
-    if isinstance(value, float | bool):
-        raise TypeError(f"{name} must be a Decimal or a fixed-point string, not {type(value)}")
-    try:
-        return parse_fixed_point(value)
-    except ValueError as exc:
-        raise InvalidQuoteError(f"{name}: {exc}") from None
-
-
-def _decimals(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def validate_quote_prices(
-    yes_bid: Decimal | str | int, no_bid: Decimal | str | int
-) -> tuple[str, str]:
-    """Check a quote's prices as the exchange would and return their wire strings."""
-    prices = {"yes_bid": _decimal(yes_bid, "yes_bid"), "no_bid": _decimal(no_bid, "no_bid")}
-    for name, price in prices.items():
-        if not Decimal(0) <= price <= Decimal(1):
-            raise InvalidQuoteError(f"{name} {price} is outside [0, 1]")
-        if _decimals(price) > _PRICE_MAX_DECIMALS:
-            raise InvalidQuoteError(f"{name} {price} has more than {_PRICE_MAX_DECIMALS} decimals")
-    yes, no = prices["yes_bid"], prices["no_bid"]
-    if yes == 0 and no == 0:
-        raise InvalidQuoteError("yes_bid and no_bid are both 0; a quote must bid on one side")
-    if yes + no > 1:
-        raise InvalidQuoteError(f"yes_bid + no_bid = {yes + no} exceeds 1")
-    return f"{yes:.4f}", f"{no:.4f}"
-
-
-def _format_count(value: Decimal | str | int, name: str) -> str:
-    count = _decimal(value, name)
-    if count <= 0:
-        raise ValueError(f"{name} must be positive, got {count}")
-    if _decimals(count) > _COUNT_MAX_DECIMALS:
-        raise ValueError(f"{name} {count} has more than {_COUNT_MAX_DECIMALS} decimals")
-    return f"{count:.2f}"
-
-
-def _query(params: Mapping[str, Any]) -> dict[str, str | int]:
-    out: dict[str, str | int] = {}
-    for key, value in params.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            out[key] = "true" if value else "false"
-        elif isinstance(value, list | tuple):
-            out[key] = ",".join(str(v) for v in value)
-        else:
-            out[key] = value
-    return out
 
 
 class KalshiRestClient:
@@ -219,10 +162,9 @@ class KalshiRestClient:
             auth=KalshiAuth(signer) if signer is not None else None,
             timeout=httpx.Timeout(timeout_seconds),
             headers={"Accept": "application/json", "User-Agent": "mmbot"},
-            # httpx's own transport costs about a millisecond of CPU per request, most of
-            # the quote path's budget; ours keeps httpx's API and errors at a third of it
-            # (benchmarks/transport.py). A test may still pass any transport of its own.
-            transport=transport if transport is not None else KeepAliveTransport(),
+            # httpx over its own transport (httpcore) costs about twice the CPU per request
+            # of httpx over aiohttp (benchmarks/README.md). Tests may pass their own.
+            transport=transport if transport is not None else AiohttpTransport(),
         )
 
     async def __aenter__(self) -> KalshiRestClient:
@@ -267,7 +209,7 @@ class KalshiRestClient:
         url = path.lstrip("/")
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
-        query = _query(params) if params else None
+        query = query_params(params) if params else None
         ambiguous_before = False
         while True:
             # Raises Shed (not retried: the caller decided it may give way) for a
@@ -483,13 +425,13 @@ class KalshiRestClient:
             raise ValueError("give exactly one of contracts or target_cost_dollars")
         body: dict[str, Any] = {"market_ticker": market_ticker, "rest_remainder": rest_remainder}
         if contracts is not None:
-            body["contracts_fp"] = _format_count(contracts, "contracts")
+            body["contracts_fp"] = format_count(contracts, "contracts")
         else:
             assert target_cost_dollars is not None
-            cost = _decimal(target_cost_dollars, "target_cost_dollars")
+            cost = fixed_point(target_cost_dollars, "target_cost_dollars")
             if cost <= 0:
                 raise ValueError("target_cost_dollars must be positive")
-            body["target_cost_dollars"] = f"{cost:.4f}" if _decimals(cost) <= 4 else str(cost)
+            body["target_cost_dollars"] = f"{cost:.4f}" if decimal_places(cost) <= 4 else str(cost)
         if replace_existing:
             body["replace_existing"] = True
         if subaccount is not None:
