@@ -88,7 +88,7 @@ async def test_rest_client_get_post_put_delete_through_the_mock(
 
 async def test_the_rest_client_uses_this_transport_by_default() -> None:
     client = KalshiRestClient("http://127.0.0.1:9/trade-api/v2")
-    assert isinstance(client._http._transport, AiohttpTransport)
+    assert isinstance(client._transport, AiohttpTransport)
     await client.aclose()
 
 

@@ -21,14 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import httpx
 import orjson
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from mmbot.kalshi.auth import KalshiAuth, Signer
+from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.backoff import Backoff
 from mmbot.kalshi.errors import (
     AuthError,
@@ -74,6 +74,15 @@ __all__ = [
 ]
 
 log = structlog.get_logger("mmbot.kalshi.rest")
+
+#: Sent with every request (httpx adds Host and Content-Length). gzip and deflate only:
+#: httpx decodes those without optional packages.
+_BASE_HEADERS: Final = (
+    ("Accept", "application/json"),
+    ("Accept-Encoding", "gzip, deflate"),
+    ("User-Agent", "mmbot"),
+)
+_JSON_CONTENT: Final = ("Content-Type", "application/json")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -157,15 +166,14 @@ class KalshiRestClient:
         self.auth_failure: KalshiApiError | None = None
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + "/",
-            auth=KalshiAuth(signer) if signer is not None else None,
-            timeout=httpx.Timeout(timeout_seconds),
-            headers={"Accept": "application/json", "User-Agent": "mmbot"},
-            # httpx over its own transport (httpcore) costs about twice the CPU per request
-            # of httpx over aiohttp (benchmarks/README.md). Tests may pass their own.
-            transport=transport if transport is not None else AiohttpTransport(),
-        )
+        # httpx's Request, Response and transport interface, without AsyncClient on top:
+        # its request building, auth generator and redirect loop cost about 100 us of CPU
+        # per request (benchmarks/README.md), and this client uses none of them. Tests may
+        # pass any httpx transport.
+        self._transport = transport if transport is not None else AiohttpTransport()
+        self._signer = signer
+        self._timeout = {"timeout": httpx.Timeout(timeout_seconds).as_dict()}
+        self._headers: list[tuple[str, str]] = [*_BASE_HEADERS]
 
     async def __aenter__(self) -> KalshiRestClient:
         return self
@@ -175,7 +183,31 @@ class KalshiRestClient:
 
     async def aclose(self) -> None:
         """Close the underlying connection pool."""
-        await self._http.aclose()
+        await self._transport.aclose()
+
+    async def _send(
+        self, method: str, url: str, query: Any, content: bytes | None
+    ) -> httpx.Response:
+        """One attempt: a freshly signed request, the whole body read; httpx errors raise."""
+        target = httpx.URL(url, params=query)
+        headers = self._headers.copy()
+        if content is not None:
+            headers.append(_JSON_CONTENT)
+        if self._signer is not None:
+            # Signed per attempt, so a retry carries a fresh timestamp. The signature covers
+            # the path as sent (percent-encoded), without the query.
+            path = target.raw_path.split(b"?", 1)[0].decode("ascii")
+            headers.extend(self._signer.headers(method, path).items())
+        request = httpx.Request(
+            method, target, headers=headers, content=content, extensions=self._timeout
+        )
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     # ------------------------------------------------------------------ the one request path
 
@@ -206,9 +238,8 @@ class KalshiRestClient:
             self._retry_deadline if deadline_seconds is None else deadline_seconds
         )
         backoff = Backoff(base=0.02, cap=1.0, rng=self._rng)
-        url = path.lstrip("/")
+        url = f"{self.base_url}/{path.lstrip('/')}"
         content = orjson.dumps(body) if body is not None else None
-        headers = {"Content-Type": "application/json"} if body is not None else None
         query = query_params(params) if params else None
         ambiguous_before = False
         while True:
@@ -218,9 +249,7 @@ class KalshiRestClient:
             error: KalshiError
             started = time.perf_counter()
             try:
-                response = await self._http.request(
-                    method, url, params=query, content=content, headers=headers
-                )
+                response = await self._send(method, url, query, content)
             except httpx.TransportError as exc:
                 self._observe(endpoint, "error", started)
                 # A failed connect (or waiting for a pooled one) means nothing was sent.
