@@ -61,11 +61,11 @@ from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
 from mmbot.marketdata import MarketData
 from mmbot.observability import Health, State
-from mmbot.quoting import LatencyObserver, QuoteManager
+from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook
 from mmbot.strategy import Strategy, StrategyRouter
 
-__all__ = ["Engine", "Snapshot", "StartupRefused"]
+__all__ = ["Engine", "ReconcileRequests", "Snapshot", "StartupRefused"]
 
 log = structlog.get_logger("mmbot.engine")
 
@@ -110,8 +110,29 @@ class Snapshot:
         )
 
 
+class ReconcileRequests:
+    """Asks for a reconciliation soon; the engine's reconcile loop answers.
+
+    Built before the engine and handed to whatever may ask (the quote manager, when only
+    the exchange's records can settle something), so nothing needs the engine to exist first.
+    """
+
+    def __init__(self) -> None:
+        """No request yet."""
+        self.wanted = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        """Ask for a reconciliation soon (something only the exchange's records can settle)."""
+        log.info("reconcile_requested", reason=reason)
+        self.wanted.set()
+
+
 class Engine:
-    """Runs the market maker until told to stop."""
+    """Runs the market maker until told to stop.
+
+    Built by :func:`mmbot.daemon.build_engine` from parts already wired to one another; it
+    runs them and supervises the long-lived loops, but rewires none of them.
+    """
 
     def __init__(
         self,
@@ -123,10 +144,12 @@ class Engine:
         risk: RiskBook,
         router: StrategyRouter,
         market_data: MarketData,
+        quotes: QuoteManager,
+        reconcile_requests: ReconcileRequests | None = None,
         status: Callable[[str], None] | None = None,
-        latency: LatencyObserver | None = None,
         adopt_orphans: bool = False,
     ) -> None:
+        """Run ``quotes`` on ``stream``'s events, reconciling when ``reconcile_requests`` asks."""
         self.settings = settings
         self.rest = rest
         self.stream = stream
@@ -134,19 +157,15 @@ class Engine:
         self.risk = risk
         self.router = router
         self.market_data = market_data
-        self.quotes = QuoteManager(
-            rest, market_data, router, risk, journal, settings.quotes, latency=latency
-        )
-        market_data.on_refresh = self.quotes.on_market
-        market_data.price_listeners.append(risk.mark)
+        self.quotes = quotes
         self._status = status
         self.communications_id: str | None = None
         self.failure: BaseException | None = None
         self._reconciling = asyncio.Lock()
         self.reconciliations = 0
         self.adopt_orphans = adopt_orphans
-        self.quotes.on_reconcile_needed = self.request_reconcile
-        self._reconcile_wanted = asyncio.Event()
+        self._reconcile_requests = reconcile_requests or ReconcileRequests()
+        self._reconcile_wanted = self._reconcile_requests.wanted
         # Readiness: set once the start-up reconciliation is done, and from shutdown on.
         self._started = False
         self._stopping = False
@@ -274,8 +293,7 @@ class Engine:
 
     def request_reconcile(self, reason: str) -> None:
         """Ask for a reconciliation soon (something only the exchange's records can settle)."""
-        log.info("reconcile_requested", reason=reason)
-        self._reconcile_wanted.set()
+        self._reconcile_requests(reason)
 
     async def _kill_switch_file_present(self) -> bool:
         """Whether the kill-switch file exists; a file that cannot be looked at counts as on."""

@@ -73,7 +73,14 @@ class MarketData:
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         on_refresh: Callable[[Market], None] | None = None,
+        price_listeners: Iterable[Callable[[str, Decimal | None], None]] = (),
     ) -> None:
+        """Cache markets fetched through ``rest``; tell the listeners of what is fetched.
+
+        ``on_refresh`` is called with each market a background refresh fetched (the quote
+        manager requotes on it); each of ``price_listeners`` with every market's ticker and
+        reference price as it is stored (the risk book marks to market with it).
+        """
         self._rest = rest
         self.ttl_seconds = ttl_seconds
         self.refresh_seconds = refresh_seconds
@@ -83,9 +90,7 @@ class MarketData:
         self._inflight: dict[str, asyncio.Task[Market | None]] = {}
         self._watched: dict[str, int] = {}
         self._last_ok: float | None = None
-        # Told each market's reference price as it is stored: the risk book marks its
-        # positions and pending fills to market with it.
-        self.price_listeners: list[Callable[[str, Decimal | None], None]] = []
+        self.price_listeners: list[Callable[[str, Decimal | None], None]] = list(price_listeners)
 
     # ------------------------------------------------------------------ reads (sync, hot path)
 

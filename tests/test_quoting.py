@@ -36,7 +36,6 @@ from hypothesis.stateful import (
 )
 from structlog.testing import capture_logs
 
-from mmbot import quoting
 from mmbot.config import QuotesSettings, Settings
 from mmbot.engine import Engine
 from mmbot.journal import CreatedQuote, Journal
@@ -64,11 +63,13 @@ from mmbot.kalshi.rest import Page, validate_quote_prices
 from mmbot.marketdata import MarketData, reference_mid
 from mmbot.quoting import (
     LiveQuote,
+    QuoteGateway,
     QuoteManager,
     confirm_window_seconds,
     expected_value,
     shape_prices,
 )
+from mmbot.quoting import timing as quoting
 from mmbot.risk import (
     KILL_SWITCH,
     MAX_CONTRACTS_PER_RFQ,
@@ -521,6 +522,11 @@ class FakeExchange:
             yield fill
 
 
+def _as_gateway(exchange: FakeExchange) -> QuoteGateway:
+    """mypy checks the fake against QuoteGateway here: a drift of either fails type-checking."""
+    return exchange
+
+
 # --------------------------------------------------------------------------- journal, strategies
 
 
@@ -657,7 +663,7 @@ class Harness:
         # Withdrawal retries and fill look-ups wait through this, not the wall clock.
         self.sleeps: list[float] = []
         self.qm = QuoteManager(
-            self.exchange,  # type: ignore[arg-type]
+            self.exchange,
             self.market_data,
             self.router,
             self.risk,
@@ -1751,6 +1757,22 @@ async def test_adopted_confirmed_quote_counts_even_over_the_limit(
     assert not h.risk.check_quote("M-1", "yes", D("0.40"), D(1), open_quotes=0).ok
 
 
+async def test_an_adopted_confirmed_quote_holds_its_own_watch_on_the_market(
+    make: Callable[..., Harness],
+) -> None:
+    # Forgetting a quote unwatches its market once; an adopted quote that never watched it
+    # would take away the watch of another live quote in the same market.
+    h = make()
+    await h.qm.on_rfq(h.rfq("M-1"))
+    assert h.market_data._watched == {"M-1": 1}
+    rfq = h.rfq("M-1")
+    quote_id = await h.exchange.create_quote(rfq.id, D("0.40"), D("0.50"))
+    h.exchange.accept(quote_id, "yes", D(8))
+    h.exchange.quotes[quote_id].status = "confirmed"
+    assert h.qm.adopt_confirmed(h.exchange.quote(quote_id), h.strategy)
+    assert h.market_data._watched == {"M-1": 2}
+
+
 # --------------------------------------------------------------------------- other modules
 
 
@@ -1764,6 +1786,7 @@ def engine_for(h: Harness) -> Engine:
         risk=h.risk,
         router=h.router,
         market_data=h.market_data,
+        quotes=h.qm,
     )
     # Retries and fill look-ups wait on the harness's clock, as the harness's own do.
     engine.quotes._sleep = h._sleep
@@ -2153,7 +2176,7 @@ class QuotingMachine(RuleBasedStateMachine):
             await asyncio.sleep(0)
 
         self.qm = QuoteManager(
-            self.exchange,  # type: ignore[arg-type]
+            self.exchange,
             self.market_data,
             StrategyRouter([Route(("M-*",), self.strategy)]),
             self.risk,

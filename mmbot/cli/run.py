@@ -27,14 +27,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
-from mmbot.engine import Engine, StartupRefused
+from mmbot.daemon import build_engine
+from mmbot.engine import StartupRefused
 from mmbot.journal import Journal, JournalError
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
 from mmbot.logs import flush_output, output_writer
-from mmbot.marketdata import MarketData
 from mmbot.observability import Metrics, MetricsServer
-from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
 
 __all__ = ["build_router", "register", "run_daemon"]
@@ -106,17 +105,6 @@ def build_router(settings: Settings, *, dry_run: bool = False) -> StrategyRouter
     if problems:
         raise ConfigError(problems)
     return StrategyRouter(routes)
-
-
-def _risk_limits(settings: Settings) -> RiskLimits:
-    risk = settings.risk
-    return RiskLimits(
-        max_contracts_per_rfq=risk.max_contracts_per_rfq,
-        max_position_per_market=risk.max_position_per_market,
-        max_exposure_dollars=risk.max_exposure_dollars,
-        max_open_quotes=risk.max_open_quotes,
-        max_daily_loss_dollars=risk.max_daily_loss_dollars,
-    )
 
 
 def _complain(line: str) -> None:
@@ -249,23 +237,16 @@ async def run_daemon(
                     on_response=metrics.on_rest_response,
                     max_queued_quotes=cfg.quotes.max_queued,
                 ) as rest:
-                    engine = Engine(
+                    engine = build_engine(
                         cfg,
                         rest=rest,
                         stream=build_communications_stream(cfg.kalshi, target.signer),
                         journal=journal,
-                        risk=RiskBook(_risk_limits(cfg)),
                         router=router,
-                        market_data=MarketData(
-                            rest,
-                            ttl_seconds=cfg.marketdata.ttl_seconds,
-                            refresh_seconds=cfg.marketdata.refresh_seconds,
-                        ),
+                        metrics=metrics,
                         status=say,
-                        latency=metrics,
                         adopt_orphans=adopt_orphans,
                     )
-                    metrics.bind(engine)
                     say(f"mmbot: {target.label}; journal {target.journal_path}")
                     code = await engine.run(stop)
                     say(engine.snapshot().line())

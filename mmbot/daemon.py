@@ -1,0 +1,91 @@
+"""Assembly of the daemon: the one place its parts are built and wired to one another.
+
+The exchange clients, the journal and the metrics are made (and closed) by the caller,
+which owns their lifetimes; :func:`build_engine` builds everything that lives inside them:
+the risk book, market data, the quote manager and the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mmbot.config import Settings
+from mmbot.engine import Engine, ReconcileRequests
+from mmbot.journal import Journal
+from mmbot.kalshi.rest import KalshiRestClient
+from mmbot.kalshi.ws import CommunicationsStream
+from mmbot.marketdata import MarketData
+from mmbot.observability import Metrics
+from mmbot.quoting import QuoteManager
+from mmbot.risk import RiskBook, RiskLimits
+from mmbot.strategy import StrategyRouter
+
+__all__ = ["build_engine", "risk_limits"]
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    """The risk limits the settings ask for."""
+    risk = settings.risk
+    return RiskLimits(
+        max_contracts_per_rfq=risk.max_contracts_per_rfq,
+        max_position_per_market=risk.max_position_per_market,
+        max_exposure_dollars=risk.max_exposure_dollars,
+        max_open_quotes=risk.max_open_quotes,
+        max_daily_loss_dollars=risk.max_daily_loss_dollars,
+    )
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    rest: KalshiRestClient,
+    stream: CommunicationsStream,
+    journal: Journal,
+    router: StrategyRouter,
+    metrics: Metrics | None = None,
+    status: Callable[[str], None] | None = None,
+    adopt_orphans: bool = False,
+) -> Engine:
+    """Build the risk book, market data, quote manager and engine, wired to one another.
+
+    ``metrics`` (if any) observes the quote latencies and reads its state from the engine;
+    ``status`` is given the periodic status line.
+    """
+    risk = RiskBook(risk_limits(settings))
+    # Every price stored marks the risk book's positions and pending fills to market.
+    market_data = MarketData(
+        rest,
+        ttl_seconds=settings.marketdata.ttl_seconds,
+        refresh_seconds=settings.marketdata.refresh_seconds,
+        price_listeners=(risk.mark,),
+    )
+    reconcile_requests = ReconcileRequests()
+    quotes = QuoteManager(
+        rest,
+        market_data,
+        router,
+        risk,
+        journal,
+        settings.quotes,
+        latency=metrics,
+        on_reconcile_needed=reconcile_requests,
+    )
+    # The one registration after construction: the quote manager reads market data and
+    # market data tells it of refreshes, so one of the two has to exist first.
+    market_data.on_refresh = quotes.on_market
+    engine = Engine(
+        settings,
+        rest=rest,
+        stream=stream,
+        journal=journal,
+        risk=risk,
+        router=router,
+        market_data=market_data,
+        quotes=quotes,
+        reconcile_requests=reconcile_requests,
+        status=status,
+        adopt_orphans=adopt_orphans,
+    )
+    if metrics is not None:
+        metrics.bind(engine)
+    return engine

@@ -1,0 +1,40 @@
+"""What the quote lifecycle reports outward: its counters and its latencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+__all__ = ["Counters", "LatencyObserver"]
+
+
+@dataclass
+class Counters:
+    """What the daemon did this run, for the status line and metrics."""
+
+    rfqs_seen: int = 0
+    rfqs_quoted: int = 0
+    rfqs_skipped: int = 0
+    quotes_created: int = 0
+    quotes_replaced: int = 0
+    quotes_deleted: int = 0
+    quote_errors: int = 0
+    accepts: int = 0
+    confirms: int = 0
+    declines: int = 0
+    confirm_failures: int = 0
+    executions: int = 0
+    contracts_traded: Decimal = Decimal(0)
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    declined_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class LatencyObserver(Protocol):
+    """Told how long the daemon took to answer, for the latency histograms."""
+
+    def rfq_to_quote(self, seconds: float) -> None:
+        """An RFQ's frame was received ``seconds`` before its quote was acknowledged."""
+
+    def accept_to_confirm(self, seconds: float) -> None:
+        """An acceptance's frame was received ``seconds`` before its confirm was acknowledged."""
