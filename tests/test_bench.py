@@ -13,6 +13,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mmbot.bench.harness import BenchOptions, format_table, run_bench
+from mmbot.bench.lean import LeanQuoter
 from mmbot.bench.procs import cpu_seconds, rss_bytes
 from mmbot.bench.stats import cdf_points, percentile, ratio, summarize_ns
 from mmbot.kalshi.auth import KalshiAuth, Signer
@@ -188,6 +189,7 @@ def test_tiny_run_prints_the_table_and_writes_every_field(tmp_path: Path) -> Non
         markets=10,
         accept_fraction=0.5,
         baseline_high=False,
+        lean_high=False,
         soak=False,
         quick=True,
         json_out=tmp_path / "bench.json",
@@ -200,7 +202,7 @@ def test_tiny_run_prints_the_table_and_writes_every_field(tmp_path: Path) -> Non
     assert "RFQ-to-quote p99 (ms)" in table
     assert "targets:" in table
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert set(report["phases"]) == {"daemon_low", "baseline_low", "daemon_high"}
+    assert set(report["phases"]) == {"daemon_low", "baseline_low", "lean_low", "daemon_high"}
     for name, phase in report["phases"].items():
         for field in (
             "rfq_to_quote",
@@ -222,6 +224,21 @@ def test_tiny_run_prints_the_table_and_writes_every_field(tmp_path: Path) -> Non
     assert report["phases"]["daemon_low"]["exit_code"] == 0
     assert report["phases"]["daemon_low"]["http_429"] == 0
     assert "daemon_over_baseline_low" in report["comparisons"]
+    # The lean quoter: its own key and bucket, measured like the others, compared with the daemon.
+    lean = report["phases"]["lean_low"]
+    assert lean["quoter"] == "lean"
+    assert lean["http_429"] == 0
+    assert lean["client_counts"]["quotes_ok"] > 0
+    assert lean["event_loop"] in {"uvloop", "asyncio"}
+    assert report["phases"]["baseline_low"]["event_loop"] == "asyncio"
+    vs_lean = report["comparisons"]["daemon_over_lean_low"]
+    assert vs_lean["rfq_to_quote_p50_ms"] == pytest.approx(
+        report["phases"]["daemon_low"]["rfq_to_quote"]["p50_ms"] / lean["rfq_to_quote"]["p50_ms"]
+    )
+    assert vs_lean["rfq_to_quote_p99_ms"] > 0
+    assert "ratio d/l" in table
+    assert "daemon/lean RFQ-to-quote (low rate): p50 " in table
+    assert "event loops: daemon " in table
     assert {t["verdict"] for t in report["targets"]} <= {"PASS", "FAIL", "n/a"}
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert format_table(report).startswith("metric")
@@ -234,3 +251,51 @@ def test_cli_registers_bench() -> None:
     assert args.quick
     assert args.no_soak
     assert args.phases == "soak"
+
+
+def test_cli_lean_and_event_loop_knobs_reach_the_options() -> None:
+    from mmbot import cli
+    from mmbot.cli.bench import _options
+
+    argv = ["bench", "--quick", "--no-lean-high", "--daemon-event-loop", "uvloop"]
+    options = _options(cli.build_parser().parse_args(argv))
+    assert isinstance(options, BenchOptions)
+    assert not options.lean_high
+    assert options.daemon_event_loop == "uvloop"
+    assert options.lean_event_loop == "auto"
+    names = [spec.name for spec in options.phase_specs()]
+    assert names == ["daemon_low", "baseline_low", "lean_low", "daemon_high", "baseline_high"]
+    assert [spec.quoter for spec in BenchOptions().phase_specs()][-1] == "lean"
+
+
+async def test_lean_quoter_quotes_and_confirms_over_sockets() -> None:
+    """The lean quoter in-process: a signed aiohttp POST per RFQ, a PUT per acceptance."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    async with MockExchange(MockConfig(markets=10, hvm_fraction=0, time_scale=0.1)) as mock:
+        mock.register_key("lean", key.public_key())
+        quoter = LeanQuoter(mock.rest_url, mock.ws_url, Signer("lean", key))
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        task = asyncio.create_task(quoter.run(stop, ready.set))
+        await asyncio.wait_for(ready.wait(), 5)
+        async with httpx.AsyncClient(timeout=5, headers=mock.control_headers) as control:
+            base = mock.base_url + "/_mock"
+            # The subscription is acknowledged before the exchange counts the connection.
+            for _ in range(100):
+                if (await control.get(base + "/state")).json()["ws_connections"] >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            r = await control.post(base + "/bench/start", json={"rate": 20, "accept_fraction": 1})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1.0)
+            state = (await control.get(base + "/bench")).json()
+            await control.post(base + "/bench/stop")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    counts = quoter.counts
+    assert counts["quotes_ok"] > 0
+    assert counts["quotes_failed"] == counts["quotes_429"] == 0
+    assert counts["confirms_ok"] > 0
+    # The snapshot may miss the answer to a quote still in flight, never count more.
+    assert 0 < state["quotes_matched"] <= counts["quotes_ok"]
+    assert all(0 < ns < 1_000_000_000 for ns in state["rfq_to_quote_ns"])

@@ -1,9 +1,10 @@
 """``mmbot bench``: the latency, throughput and memory benchmark (see benchmarks/README.md).
 
-It runs a mock exchange process, the daemon and a naive baseline quoter against it, and
-prints a table of RFQ-to-quote and accept-to-confirm percentiles, CPU per 1,000 RFQs,
-peak RSS, 429 and shed counts with the daemon/baseline ratios; it also writes JSON and a
-latency CDF plot. ``--quick`` runs short phases and no soak (under two minutes).
+It runs a mock exchange process, the daemon, a naive baseline quoter and a lean quoter
+against it, and prints a table of RFQ-to-quote and accept-to-confirm percentiles, CPU per
+1,000 RFQs, peak RSS, 429 and shed counts with the daemon/baseline and daemon/lean ratios;
+it also writes JSON and a latency CDF plot. ``--quick`` runs short phases and no soak
+(under two minutes).
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds before a requester deletes its RFQ (3)",
     )
     add("--no-baseline-high", action="store_true", help="skip the baseline at the high rate")
+    add("--no-lean-high", action="store_true", help="skip the lean quoter at the high rate")
+    add(
+        "--daemon-event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="run.event_loop in the daemon's config (default: not written, so auto)",
+    )
+    add(
+        "--lean-event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="event loop of the lean quoter (auto)",
+    )
     add("--no-soak", action="store_true", help="skip the soak (full run)")
     add(
         "--no-pin",
@@ -76,7 +88,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--phases",
         metavar="LIST",
-        help="comma-separated subset: daemon_low, baseline_low, daemon_high, baseline_high, soak",
+        help="comma-separated subset: daemon_low, baseline_low, lean_low, daemon_high, "
+        "baseline_high, lean_high, soak",
     )
 
 
@@ -89,7 +102,7 @@ def register(
         "bench",
         parents=parents,
         allow_abbrev=False,
-        help="benchmark the daemon against a naive baseline on the mock exchange",
+        help="benchmark the daemon against a naive and a lean baseline on the mock exchange",
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     _add_arguments(parser)
@@ -117,12 +130,16 @@ def _options(args: argparse.Namespace) -> object:
         "json_out": args.json_out,
         "plot": args.plot,
         "log_dir": args.log_dir,
+        "daemon_event_loop": args.daemon_event_loop,
+        "lean_event_loop": args.lean_event_loop,
     }
     for name, value in mapping.items():
         if value is not None:
             setattr(options, name, value)
     if args.no_baseline_high:
         options.baseline_high = False
+    if args.no_lean_high:
+        options.lean_high = False
     if args.no_soak:
         options.soak = False
     if args.no_pin:
