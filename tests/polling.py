@@ -1,22 +1,9 @@
-"""Waiting for something to become true, for tests that watch a running daemon."""
+"""Old home of :mod:`tests.support.polling`, kept only for test modules not yet moved over.
 
-from __future__ import annotations
+test_mock_contract.py, test_mock_faults.py and test_mock_server.py still import it from here;
+delete this module once they import ``tests.support.polling``.
+"""
 
-import asyncio
-from collections.abc import Callable
-from typing import TypeVar
+from tests.support.polling import eventually
 
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], T | None], what: str, within: float = 8.0) -> T:
-    """Poll ``probe`` until it returns something truthy, and return that."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                value = probe()
-                if value:
-                    return value
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {within} s waiting for {what}") from None
+__all__ = ["eventually"]

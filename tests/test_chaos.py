@@ -20,7 +20,7 @@ mock's in-process API (:attr:`MockExchange.faults`, :meth:`MockExchange.drop_ws`
   ``Task exception was never retrieved``, ...).
 
 With ``MMBOT_CHAOS_REPORT=PATH`` set, the figures (faults, injections, recovery times,
-invariants) are written to PATH as JSON; ``python -m tests.chaos_report PATH`` turns them
+invariants) are written to PATH as JSON; ``python -m tests.support.chaos_report PATH`` turns them
 into the table of ``docs/RELIABILITY.md``.
 """
 
@@ -46,16 +46,13 @@ from typing import Any
 
 import pytest
 
-from mmbot.cli import run as runcli
-from mmbot.engine import Engine
 from mmbot.logs import configure_logging
 from mmbot.mock.driver import rfq_body
 from mmbot.mock.exchange import QuoteRecord, User
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import RfqPlan, SimMarket
 from tests.conftest import TestKey
-from tests.polling import eventually
-from tests.test_daemon_e2e import (
+from tests.support.daemon import (
     FLAT,
     MAKER_KEY_ID,
     Daemons,
@@ -63,9 +60,15 @@ from tests.test_daemon_e2e import (
     daemon_env,
     daemon_process,
     journal_rows,
+    recording_daemons,
     status,
     subprocess_config,
 )
+from tests.support.env import clear_mmbot_env
+from tests.support.polling import eventually
+
+# Minutes of real daemons under injected faults: CI runs it, the inner loop does not.
+pytestmark = pytest.mark.slow
 
 # Kalshi's timers times 0.05: 1.5 s to confirm, 0.75 s from confirm to execution.
 TIME_SCALE = 0.05
@@ -486,9 +489,7 @@ async def chaos(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> AsyncIterator[Chaos]:
-    for name in list(os.environ):
-        if name.upper().startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch)
     config = MockConfig(
         seed=11, markets=30, rfq_rate=0.0, time_scale=TIME_SCALE, market_step_seconds=0
     )
@@ -510,15 +511,7 @@ async def chaos(
 
 
 def _daemons(chaos: Chaos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Daemons:
-    made = Daemons(chaos.venue, tmp_path)
-
-    class RecordingEngine(Engine):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.engines.append(self)
-
-    monkeypatch.setattr(runcli, "Engine", RecordingEngine)
-    return made
+    return recording_daemons(chaos.venue, tmp_path, monkeypatch)
 
 
 def daemon_settings(chaos: Chaos) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import mmbot
 from mmbot.cli import entry as cli
 from mmbot.config import Settings
 from mmbot.logs import clear_registered_secrets, reset_logging
+from tests.support.env import clear_mmbot_env
 
 KEY_ID = "a1b2c3d4-0000-1111-2222-333344445555"
 # A real key: check-config parses the key, so a fake PEM would (rightly) be refused.
@@ -33,9 +33,7 @@ PEM_BODY = [line for line in PEM.splitlines() if not line.startswith("-----")]
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch)
     # Keep stderr JSON and non-interactive regardless of the terminal running the tests.
     monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
     clear_registered_secrets()

@@ -15,7 +15,7 @@ import pytest
 from mmbot.cli import main
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import FakeKalshi, Recorded
-from tests.payloads import REST_QUOTE as QUOTE
+from tests.support.payloads import REST_QUOTE as QUOTE
 
 
 @pytest.fixture(autouse=True)

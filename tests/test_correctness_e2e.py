@@ -7,10 +7,6 @@ mock's fault knobs, and judges the outcome from the exchange's own records and t
 Each failed on the daemon as it was before the fix; the section headings name the defect.
 """
 
-# The fixtures venue and daemons come from the daemon's end-to-end suite, imported by name
-# so pytest finds them here; as test parameters they shadow the imports on purpose.
-# ruff: noqa: F401, F811
-
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +25,7 @@ from mmbot.cli import run as runcli
 from mmbot.journal import Journal, JournalError
 from mmbot.mock.exchange import OrderRecord, QuoteRecord
 from mmbot.mock.sim import SimMarket
-from tests.polling import eventually
-from tests.test_daemon_e2e import (
+from tests.support.daemon import (
     FLAT,
     TEN,
     Daemons,
@@ -38,12 +33,15 @@ from tests.test_daemon_e2e import (
     Venue,
     daemon_env,
     daemon_process,
-    daemons,
     journal_rows,
     status,
     subprocess_config,
-    venue,
 )
+from tests.support.net import free_port
+from tests.support.polling import eventually
+
+# Real daemons over sockets, some as child processes: seconds per test.
+pytestmark = pytest.mark.slow
 
 D = Decimal
 
@@ -51,16 +49,6 @@ D = Decimal
 def fair(market: SimMarket, price: str) -> None:
     """Move a market's hidden fair value: its bid, ask and mid follow at the next fetch."""
     market.fair_micros = int(D(price) * 1_000_000)
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago, for a daemon child's /metrics."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def open_quotes_on(venue: Venue, markets: list[SimMarket]) -> list[QuoteRecord]:

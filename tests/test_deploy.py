@@ -12,7 +12,6 @@ regex-based checks still run.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mmbot.config import ShutdownSettings, load_settings
 from mmbot.journal import Kind
 from mmbot.observability import FAMILIES, Metrics
-from tests.metric_contract import CONTRACT
+from tests.support.env import clear_mmbot_env
+from tests.support.metric_contract import CONTRACT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -335,8 +335,7 @@ def mmbot_settings(compose: dict[str, Any]) -> Any:
     host_config, _ = _host_mount(mmbot, command[command.index("--config") + 1])
     with pytest.MonkeyPatch.context() as patch:
         # Only the compose file's variables: none from the shell running the tests.
-        for key in [key for key in os.environ if key.startswith("MMBOT_")]:
-            patch.delenv(key)
+        clear_mmbot_env(patch, ignore_case=False)
         for key, value in environment.items():
             if key != "MMBOT_CONFIG":  # the explicit path below stands for it
                 patch.setenv(key, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,14 @@ import pytest
 from mmbot.cli import main
 from mmbot.cli.run import build_router
 from mmbot.config import load_settings_with_sources
+from tests.support.env import clear_mmbot_env
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "config").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch, ignore_case=False)
     settings, sources = load_settings_with_sources(path)
     assert f"config file {path}" in sources.values()
     assert settings.kalshi.write_bucket_capacity >= 10
@@ -35,9 +33,7 @@ def test_shipped_configs_pass_check_config(name: str, capsys: pytest.CaptureFixt
 def test_check_config_takes_the_file_as_an_argument(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch, ignore_case=False)
     path = Path(__file__).parent.parent / "config" / "production.example.toml"
     # The exact command the operations issue names.
     assert main(["check-config", str(path)]) == 0, capsys.readouterr().err

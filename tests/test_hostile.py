@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from unittest import mock
@@ -32,7 +33,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from mmbot import quoting
 from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import (
     ErrorReply,
@@ -57,9 +57,11 @@ from mmbot.kalshi.models import (
 from mmbot.kalshi.rest import KalshiRestClient, Page, PositionsPage
 from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.quoting import QuoteManager
+from mmbot.quoting import timing as quoting
 from tests.fake_kalshi import FakeKalshi
-from tests.payloads import QUOTE_ACCEPTED, QUOTE_EXECUTED, RFQ_CREATED, RFQ_DELETED
-from tests.strategies_hostile import (
+from tests.support.payloads import QUOTE_ACCEPTED, QUOTE_EXECUTED, RFQ_CREATED, RFQ_DELETED
+from tests.support.quoting import LIMITS, QUOTES, Harness, VirtualTimers, engine_for
+from tests.support.strategies_hostile import (
     NUMBER_TEXTS,
     REST_ROWS,
     VALID_FRAMES,
@@ -70,8 +72,7 @@ from tests.strategies_hostile import (
     near_valid_objects,
     rest_responses,
 )
-from tests.streams import consuming, until
-from tests.test_quoting import LIMITS, QUOTES, Harness, VirtualTimers, engine_for
+from tests.support.streams import consuming, until
 
 D = Decimal
 
@@ -165,6 +166,7 @@ def parse_checked(frame: str | bytes) -> Any:
     return msg
 
 
+@pytest.mark.slow  # 400 generated frames: over a second
 @FUZZ
 @given(frame=any_frames)
 def test_parser_returns_a_typed_message_or_raises_malformed_for_any_frame(
@@ -379,6 +381,7 @@ world_frames = st.lists(
 )
 
 
+@pytest.mark.slow  # 150 generated event sequences, each on a fresh loop: over a second
 @ASYNC_FUZZ
 @given(picks=world_frames)
 def test_quote_manager_keeps_its_books_under_hostile_events(
@@ -795,6 +798,7 @@ def test_quote_manager_survives_hostile_create_and_confirm_answers(
     run_in_loop(body)
 
 
+@pytest.mark.slow  # 100 generated listings, each reconciled on a fresh loop: over a second
 @settings(ASYNC_FUZZ, max_examples=100)
 @given(
     positions=rest_responses("market_positions", REST_ROWS["market_positions"]),
@@ -933,10 +937,24 @@ async def test_bug_reconcile_on_an_rfq_without_a_timezone(timers: VirtualTimers)
     }
     engine, client = _rest_engine(h, {"/communications/rfqs": {"rfqs": [rfq]}})
     try:
-        with capture_logs():
+        # A time without a zone is read as UTC (Kalshi stamps UTC), so it compares with `now`.
+        [listed] = [item async for item in client.iter_rfqs(status="open")]
+        assert listed.created_ts == datetime(2026, 1, 1, tzinfo=UTC)
+        with capture_logs() as logs:
             await engine.reconcile("start")
+            await engine.quotes.wait_idle()
     finally:
         await client.aclose()
+    # Reconciliation completes and is journaled. The RFQ is months older than
+    # quotes.max_rfq_age_seconds, so it is not caught up: nothing quoted, nothing tracked.
+    assert engine.reconciliations == 1
+    assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == []
+    counts = dict.fromkeys(
+        ("positions", "untracked_deleted", "accepted", "confirmed", "rfqs", "settled"), 0
+    )
+    assert h.journal.of("reconciled") == [{"trigger": "start", "counts": counts}]
+    assert h.exchange.calls_to("create_quote") == []
+    assert h.qm.live() == []
 
 
 # Regression, bug 5: mmbot/engine.py Engine._reconcile passes market_exposure_dollars straight

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from mmbot.logs import (
     register_secret,
     reset_logging,
 )
+from tests.support.env import clear_mmbot_env
 
 KEY_ID = "6f0c2d1e-1111-2222-3333-444455556666"
 PEM_BODY = [
@@ -39,9 +39,7 @@ PEM = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(PEM_BODY) + "\n-----END PRIVAT
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch)
     clear_registered_secrets()
     yield
     reset_logging()

@@ -27,14 +27,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mmbot.mock.server as mock_server
 from mmbot import __version__
+from mmbot import daemon as assembly
 from mmbot.cli import run as runcli
 from mmbot.config import Settings
 from mmbot.engine import Engine
 from mmbot.journal import Journal, Summary
 from mmbot.logs import configure_logging
 from mmbot.mock.server import MockExchange
-from tests.metric_contract import CONTRACT
-from tests.polling import eventually
+from tests.support.metric_contract import CONTRACT
+from tests.support.polling import eventually
+
+# Real daemons over sockets, one a 20-second dry run: seconds per test.
+pytestmark = pytest.mark.slow
 
 Labels = frozenset[tuple[str, str]]
 
@@ -170,7 +174,7 @@ async def dry_run(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncI
             mocks.append(self)
 
     # run_daemon wires everything as in production; the engine and mock are only remembered.
-    monkeypatch.setattr(runcli, "Engine", RecordingEngine)
+    monkeypatch.setattr(assembly, "Engine", RecordingEngine)
     monkeypatch.setattr(mock_server, "MockExchange", RecordingMock)
     configure_logging("WARNING", "console")
     out = io.StringIO()

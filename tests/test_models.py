@@ -33,7 +33,7 @@ from mmbot.kalshi.models import (
     parse_fixed_point,
     parse_message,
 )
-from tests.payloads import (
+from tests.support.payloads import (
     QUOTE_ACCEPTED,
     QUOTE_CREATED,
     QUOTE_EXECUTED,

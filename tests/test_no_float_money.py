@@ -19,13 +19,9 @@ from pydantic import BaseModel
 
 import mmbot
 from mmbot.kalshi import models
+from tests.support.money import float_money_offences
 
 PACKAGE = Path(mmbot.__file__).parent
-MONEY_NAME = re.compile(
-    r"(price|bid|ask|dollars|contracts|_fp$|^count$|size|pnl|balance|exposure|fee|notional|"
-    r"cost_dollars|max_loss)",
-    re.IGNORECASE,
-)
 MODEL_MONEY_FIELD = re.compile(r"(_dollars|_fp)$|^(price|count|start|end|step|fee_cost)$")
 
 
@@ -55,48 +51,15 @@ def _leaf_types(annotation: object) -> set[object]:
     return set().union(*(_leaf_types(arg) for arg in args))
 
 
-def _float_in(annotation: ast.expr | None) -> bool:
-    return annotation is not None and any(
-        isinstance(node, ast.Name) and node.id == "float" for node in ast.walk(annotation)
-    )
-
-
-def _offences(tree: ast.AST) -> list[str]:
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.arg) and MONEY_NAME.search(node.arg) and _float_in(node.annotation):
-            found.append(f"parameter {node.arg}")
-        elif (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and MONEY_NAME.search(node.target.id)
-            and _float_in(node.annotation)
-        ):
-            found.append(f"variable {node.target.id}")
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "float"
-            and any(
-                isinstance(sub, ast.Name | ast.Attribute)
-                and MONEY_NAME.search(sub.id if isinstance(sub, ast.Name) else sub.attr)
-                for arg in node.args
-                for sub in ast.walk(arg)
-            )
-        ):
-            found.append(f"float() of {ast.unparse(node.args[0])}")
-    return found
-
-
 @pytest.mark.parametrize(
     "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
 )
 def test_no_money_named_float_in_source(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    assert _offences(tree) == []
+    assert float_money_offences(tree) == []
 
 
 def test_the_source_check_catches_offences() -> None:
     # Prove the scan is not vacuous.
     bad = ast.parse("def f(yes_bid: float, n: int) -> None:\n    x = float(price_dollars)\n")
-    assert _offences(bad) == ["parameter yes_bid", "float() of price_dollars"]
+    assert float_money_offences(bad) == ["parameter yes_bid", "float() of price_dollars"]

@@ -31,11 +31,12 @@ from mmbot.observability import (
     MetricsServer,
     State,
 )
+from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import StrategyRouter
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import FakeKalshi
-from tests.polling import eventually
+from tests.support.polling import eventually
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -381,22 +382,32 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
     )
     journal = Journal(tmp_path / "j.sqlite")
     journal.start()
+    risk = RiskBook(
+        RiskLimits(
+            max_contracts_per_rfq=Decimal(10),
+            max_position_per_market=Decimal(10),
+            max_exposure_dollars=Decimal(10),
+            max_open_quotes=1,
+            max_daily_loss_dollars=Decimal(10),
+        )
+    )
+    router = StrategyRouter([])
     engine = Engine(
         Settings(),
         rest=rest,  # type: ignore[arg-type]
         stream=stream,  # type: ignore[arg-type]
         journal=journal,
-        risk=RiskBook(
-            RiskLimits(
-                max_contracts_per_rfq=Decimal(10),
-                max_position_per_market=Decimal(10),
-                max_exposure_dollars=Decimal(10),
-                max_open_quotes=1,
-                max_daily_loss_dollars=Decimal(10),
-            )
-        ),
-        router=StrategyRouter([]),
+        risk=risk,
+        router=router,
         market_data=data,
+        quotes=QuoteManager(
+            rest,  # type: ignore[arg-type]
+            data,
+            router,
+            risk,
+            journal,
+            Settings().quotes,
+        ),
     )
     health = engine.health()
     assert not health.ready

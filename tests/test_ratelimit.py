@@ -11,14 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmbot.kalshi.ratelimit import Priority, Shed, TokenBucket
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @given(

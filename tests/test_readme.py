@@ -9,7 +9,6 @@ the README's test block, loading by reference and entry point, and a dry-run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -27,6 +26,7 @@ from mmbot.cli import build_parser
 from mmbot.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ConfigKey, config_keys
 from mmbot.observability import FAMILIES
 from mmbot.strategy import load_strategy_class
+from tests.support.env import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -361,14 +361,14 @@ def test_example_loads_by_reference_and_by_its_entry_point(
     assert snippet in _guide_blocks("toml")
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MMBOT_")}
-    env.pop("PYTHONPATH", None)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.update(extra)
-    return env
+def _readme_env(**extra: str) -> dict[str, str]:
+    """A child's environment: the example must work without this checkout on PYTHONPATH."""
+    return subprocess_env(
+        ignore_case=False, drop=["PYTHONPATH"], **{"PYTHONDONTWRITEBYTECODE": "1", **extra}
+    )
 
 
+@pytest.mark.slow  # runs the example's own test suite in a child pytest
 def test_example_tests_and_the_readme_test_pass(tmp_path: Path) -> None:
     plugin = tmp_path / "strategy_plugin"
     shutil.copytree(
@@ -380,7 +380,7 @@ def test_example_tests_and_the_readme_test_pass(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"],
         cwd=plugin,
-        env=_clean_env(),
+        env=_readme_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -400,6 +400,7 @@ def _dry_run_commands() -> list[str]:
     raise AssertionError("the guide must show how to dry-run the example")
 
 
+@pytest.mark.slow  # a dry-run daemon child for several seconds
 def test_example_dry_run_as_the_readme_shows_it(tmp_path: Path) -> None:
     run_line, query_line = _dry_run_commands()
     words = shlex.split(run_line)
@@ -411,7 +412,7 @@ def test_example_dry_run_as_the_readme_shows_it(tmp_path: Path) -> None:
     journal = tmp_path / "journal.sqlite"
     argv += ["--duration", "8", "--journal.path", str(journal), "--dry_run.rfq_rate", "25"]
     argv += ["--metrics.enabled", "false", "--log.level", "WARNING"]
-    env = _clean_env(**dict(word.split("=", 1) for word in env_words))
+    env = _readme_env(**dict(word.split("=", 1) for word in env_words))
     env["PYTHONPATH"] = str(ROOT / env["PYTHONPATH"])
     result = subprocess.run(  # noqa: S603 - our own interpreter, the README's arguments
         [sys.executable, "-m", "mmbot", *argv[1:]],

@@ -25,8 +25,8 @@ from mmbot.kalshi.errors import (
 from mmbot.kalshi.rest import InvalidQuoteError, KalshiRestClient
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import FakeKalshi, Recorded
-from tests.payloads import REST_QUOTE as QUOTE
-from tests.payloads import rest_rfq as rfq
+from tests.support.payloads import REST_QUOTE as QUOTE
+from tests.support.payloads import rest_rfq as rfq
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from mmbot.risk import (
     RiskBook,
     RiskLimits,
 )
-from tests.payloads import QUOTE_ACCEPTED
+from tests.support.clock import FakeWallClock
+from tests.support.payloads import QUOTE_ACCEPTED
 
 D = Decimal
 
@@ -47,21 +48,8 @@ VIAS = ("check_quote", "reserve")
 Via = Literal["check_quote", "reserve"]
 
 
-class FakeClock:
-    """A settable UTC clock for the book."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def make_book(limits: RiskLimits = LIMITS, clock: FakeClock | None = None) -> RiskBook:
-    clock = clock or FakeClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
+def make_book(limits: RiskLimits = LIMITS, clock: FakeWallClock | None = None) -> RiskBook:
+    clock = clock or FakeWallClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
     return RiskBook(limits, clock=clock)
 
 
@@ -280,7 +268,7 @@ def test_settlement_realises_the_position_at_its_result() -> None:
 
 
 def test_realised_pnl_today_can_be_rebuilt_at_start_up() -> None:
-    clock = FakeClock(datetime(2024, 3, 1, 23, 59, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 1, 23, 59, tzinfo=UTC))
     book = make_book(DAILY, clock=clock)
     book.set_realized_today(D("-4.50"))
     assert book.realized_pnl_today() == D("-4.50")
@@ -307,7 +295,7 @@ def test_a_partial_execution_commits_what_filled_and_releases_the_rest() -> None
 
 
 def test_daily_loss_resets_at_utc_midnight() -> None:
-    clock = FakeClock(datetime(2024, 3, 1, 23, 59, 59, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 1, 23, 59, 59, tzinfo=UTC))
     book = make_book(DAILY, clock=clock)
     book.mark("M", D("0.90"))
     bought(book, "y", "M", "yes", "0.90", "10")
@@ -322,7 +310,7 @@ def test_daily_loss_resets_at_utc_midnight() -> None:
 
 def test_daily_loss_day_is_the_utc_date_not_the_clock_zone() -> None:
     plus_two = timezone(timedelta(hours=2))
-    clock = FakeClock(datetime(2024, 3, 2, 1, 0, tzinfo=plus_two))  # 2024-03-01 23:00 UTC
+    clock = FakeWallClock(datetime(2024, 3, 2, 1, 0, tzinfo=plus_two))  # 2024-03-01 23:00 UTC
     book = make_book(clock=clock)
     book.record_realized(D("-5"))
     clock.advance(minutes=59)
@@ -332,7 +320,7 @@ def test_daily_loss_day_is_the_utc_date_not_the_clock_zone() -> None:
 
 
 def test_clock_stepping_back_over_midnight_does_not_forget_the_loss() -> None:
-    clock = FakeClock(datetime(2024, 3, 2, 0, 0, 30, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 2, 0, 0, 30, tzinfo=UTC))
     book = make_book(DAILY, clock=clock)
     book.record_realized(D("-5"))
     clock.advance(minutes=-1)
@@ -412,7 +400,7 @@ def test_reserve_is_idempotent_for_the_same_fill() -> None:
 
 
 def test_reserve_with_a_different_fill_replaces_only_if_it_passes_without_the_old() -> None:
-    clock = FakeClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
     book = make_book(clock=clock)
     book.set_position("B", D("0"), D("10.5"))
     assert book.reserve("q", "M", fill("yes", "0.95", "10")).ok  # 20.00: full
@@ -431,7 +419,7 @@ def test_reserve_with_a_different_fill_replaces_only_if_it_passes_without_the_ol
 
 
 def test_reservation_records_quote_market_fill_and_time() -> None:
-    clock = FakeClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
     msg = QuoteAcceptedMsg.model_validate(QUOTE_ACCEPTED["msg"])
     maker = maker_fill_for_accept(msg)
     limits = RiskLimits(D("100"), D("100"), D("100"), 10, D("100"))
@@ -776,7 +764,7 @@ class RiskMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = FakeClock(START)
+        self.clock = FakeWallClock(START)
         self.book = RiskBook(self.limits, clock=self.clock)
         self.model = Model(self.limits)
         self.exposure_ceiling = _frac(self.limits.max_exposure_dollars)
@@ -1049,9 +1037,10 @@ MACHINE_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestRiskMachine = RiskMachine.TestCase
+# Seconds each: the fast inner loop (-m "not slow") leaves the machines to CI.
+TestRiskMachine = pytest.mark.slow(RiskMachine.TestCase)
 TestRiskMachine.settings = MACHINE_SETTINGS
-TestLooseExposureMachine = LooseExposureMachine.TestCase
+TestLooseExposureMachine = pytest.mark.slow(LooseExposureMachine.TestCase)
 TestLooseExposureMachine.settings = MACHINE_SETTINGS
 
 

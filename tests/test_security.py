@@ -49,8 +49,9 @@ from mmbot.kalshi.auth import KeyLoadError, Signer
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.mock import cli as mock_cli
 from mmbot.mock.server import CONTROL_PREFIX, MockConfig, MockExchange
-from tests.polling import eventually
-from tests.test_daemon_e2e import FLAT, REPO, journal_rows, write_config
+from tests.support.daemon import FLAT, REPO, journal_rows, write_config
+from tests.support.env import subprocess_env
+from tests.support.polling import eventually
 
 FAST = 0.05
 REQUESTER_KEY_ID = "security-requester"
@@ -154,17 +155,17 @@ def test_the_scanner_finds_every_spelling() -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MMBOT_")}
-    env.pop(mock_cli.CONTROL_TOKEN_ENV, None)
-    return {
-        **env,
-        "MMBOT_METRICS__PORT": "0",
-        "MMBOT_LOG__LEVEL": "DEBUG",
-        "MMBOT_LOG__FORMAT": "json",
-        "PYTHONPATH": str(REPO),
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
+    return subprocess_env(
+        drop=[mock_cli.CONTROL_TOKEN_ENV],
+        **{
+            "MMBOT_METRICS__PORT": "0",
+            "MMBOT_LOG__LEVEL": "DEBUG",
+            "MMBOT_LOG__FORMAT": "json",
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        },
+    )
 
 
 @dataclass
@@ -496,6 +497,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 # ====================================================================== 1. the secret scan
 
 
+@pytest.mark.slow  # the module's `run`: daemon and CLI children against a mock, ~8 s
 def test_the_run_did_what_the_scan_relies_on(run: Run) -> None:
     assert run.daemon_code == 0, "\n".join(run.daemon_lines[-50:])
     assert run.injected["429"] > 0, run.injected
@@ -507,6 +509,7 @@ def test_the_run_did_what_the_scan_relies_on(run: Run) -> None:
     assert run.injected["auth_failures"] > 0  # the refused commands reached the exchange
 
 
+@pytest.mark.slow  # the module's `run`: daemon and CLI children against a mock, ~8 s
 def test_no_daemon_output_line_shows_key_material(run: Run) -> None:
     for line in run.daemon_lines:
         assert_clean("daemon output line", line, run.secrets)
@@ -514,6 +517,7 @@ def test_no_daemon_output_line_shows_key_material(run: Run) -> None:
     assert run.permission_warnings == 0  # the key file is 0600
 
 
+@pytest.mark.slow  # the module's `run`: daemon and CLI children against a mock, ~8 s
 def test_no_journal_row_or_byte_shows_key_material(run: Run) -> None:
     uri = run.journal.resolve().as_uri() + "?mode=ro"
     rows = 0
@@ -537,6 +541,7 @@ def test_no_journal_row_or_byte_shows_key_material(run: Run) -> None:
         assert_clean(f"journal file {path.name}", path.read_bytes().decode("latin-1"), run.secrets)
 
 
+@pytest.mark.slow  # the module's `run`: daemon and CLI children against a mock, ~8 s
 def test_no_error_message_shows_key_material(run: Run) -> None:
     assert len(run.errors) >= 10
     for where, text in run.errors:
@@ -598,6 +603,7 @@ def test_check_config_warns_about_a_key_file_others_can_read(
     assert_clean("check-config", out + err, secrets)
 
 
+@pytest.mark.slow  # a daemon child, run until it has started
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes only")
 async def test_the_daemon_warns_at_start_up_about_a_key_file_others_can_read(
     tmp_path: Path,
@@ -626,6 +632,7 @@ async def test_the_daemon_warns_at_start_up_about_a_key_file_others_can_read(
 # ====================================================================== 3. scrape endpoints
 
 
+@pytest.mark.slow  # the module's `run`: daemon and CLI children against a mock, ~8 s
 def test_metrics_and_health_expose_nothing_sensitive(run: Run) -> None:
     paths = {path for path, _ in run.scrapes}
     assert paths == {"/metrics", "/healthz", "/readyz"}

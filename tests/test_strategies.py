@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from mmbot.strategy import (
     MarketView,
-    PriceRange,
     QuoteIntent,
     Rfq,
     Strategy,
@@ -24,61 +23,15 @@ from mmbot.strategy import (
 from mmbot_strategies.fixed_spread import FixedSpread, FixedSpreadParams
 from mmbot_strategies.inventory_skew import InventorySkew, InventorySkewParams
 from mmbot_strategies.size_aware import SizeAware, SizeAwareParams
-from tests.test_no_float_money import _offences
+from tests.support.factories import GRIDS, TAILS_GRID, quotable_prices, rfq
+from tests.support.factories import market_view as market
+from tests.support.money import float_money_offences
 
 D = Decimal
-CENT_GRID = (PriceRange(start=D("0.00"), end=D("1.00"), step=D("0.01")),)
-TAILS_GRID = (
-    PriceRange(start=D("0.000"), end=D("0.100"), step=D("0.001")),
-    PriceRange(start=D("0.100"), end=D("0.900"), step=D("0.01")),
-    PriceRange(start=D("0.900"), end=D("1.000"), step=D("0.001")),
-)
-GRIDS = {"cent": CENT_GRID, "tails": TAILS_GRID}
 STRATEGIES_DIR = Path(__file__).parent.parent / "strategies"
 
 
-def _quotable(grid: tuple[PriceRange, ...]) -> frozenset[Decimal]:
-    points = set()
-    for band in grid:
-        price = band.start
-        while price <= band.end:
-            if 0 < price < 1:
-                points.add(price)
-            price += band.step
-    return frozenset(points)
-
-
-QUOTABLE = {name: _quotable(grid) for name, grid in GRIDS.items()}
-
-
-def market(
-    yes_bid: str | None = "0.40",
-    yes_ask: str | None = "0.44",
-    *,
-    last_price: str | None = None,
-    grid: tuple[PriceRange, ...] = CENT_GRID,
-    **overrides: Any,
-) -> MarketView:
-    return MarketView(
-        ticker="KXRAIN-25",
-        event_ticker="KXRAIN",
-        yes_bid=None if yes_bid is None else D(yes_bid),
-        yes_ask=None if yes_ask is None else D(yes_ask),
-        last_price=None if last_price is None else D(last_price),
-        price_ranges=grid,
-        **overrides,
-    )
-
-
-def rfq(contracts: str | None = "100", target_cost: str | None = None, **overrides: Any) -> Rfq:
-    return Rfq(
-        id="rfq-1",
-        market_ticker="KXRAIN-25",
-        event_ticker="KXRAIN",
-        contracts_fp=None if contracts is None else D(contracts),
-        target_cost_dollars=None if target_cost is None else D(target_cost),
-        **overrides,
-    )
+QUOTABLE = {name: frozenset(quotable_prices(grid)) for name, grid in GRIDS.items()}
 
 
 def q(yes: str, no: str) -> QuoteIntent:
@@ -538,4 +491,4 @@ def test_money_parameters_are_decimal(cls: type[Strategy[Any]]) -> None:
 
 @pytest.mark.parametrize("path", sorted(STRATEGIES_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_no_money_named_float_in_strategies(path: Path) -> None:
-    assert _offences(ast.parse(path.read_text(encoding="utf-8"))) == []
+    assert float_money_offences(ast.parse(path.read_text(encoding="utf-8"))) == []

@@ -23,7 +23,6 @@ from mmbot.strategy import (
     ENTRY_POINT_GROUP,
     FillInfo,
     MarketView,
-    PriceRange,
     QuoteIntent,
     Rfq,
     Route,
@@ -41,28 +40,11 @@ from mmbot.strategy import (
 from mmbot_strategies.fixed_spread import FixedSpread
 from mmbot_strategies.inventory_skew import InventorySkew
 from mmbot_strategies.size_aware import SizeAware
+from tests.support.factories import CENT_GRID, GRIDS, TAILS_GRID, quotable_prices, rfq
+from tests.support.factories import market_view as market
 
 D = Decimal
-CENT_GRID = (PriceRange(start=D("0.00"), end=D("1.00"), step=D("0.01")),)
-TAILS_GRID = (
-    PriceRange(start=D("0.000"), end=D("0.100"), step=D("0.001")),
-    PriceRange(start=D("0.100"), end=D("0.900"), step=D("0.01")),
-    PriceRange(start=D("0.900"), end=D("1.000"), step=D("0.001")),
-)
-RFQ = Rfq(id="rfq-1", market_ticker="KXRAIN-25", event_ticker="KXRAIN", contracts_fp=D(100))
-
-
-def market(**overrides: Any) -> MarketView:
-    fields: dict[str, Any] = {
-        "ticker": "KXRAIN-25",
-        "event_ticker": "KXRAIN",
-        "yes_bid": D("0.40"),
-        "yes_ask": D("0.44"),
-        "last_price": None,
-        "price_ranges": CENT_GRID,
-    }
-    fields.update(overrides)
-    return MarketView(**fields)
+RFQ = rfq(D(100))
 
 
 # --------------------------------------------------------------------------- test-local strategies
@@ -714,19 +696,7 @@ def test_hooks_default_to_doing_nothing() -> None:
 # --------------------------------------------------------------------------- price helpers
 
 
-def _quotable(grid: tuple[PriceRange, ...]) -> list[Decimal]:
-    points = set()
-    for band in grid:
-        price = band.start
-        while price <= band.end:
-            if 0 < price < 1:
-                points.add(price)
-            price += band.step
-    return sorted(points)
-
-
-GRIDS = {"cent": CENT_GRID, "tails": TAILS_GRID}
-QUOTABLE = {name: _quotable(grid) for name, grid in GRIDS.items()}
+QUOTABLE = {name: quotable_prices(grid) for name, grid in GRIDS.items()}
 
 
 @pytest.mark.parametrize(

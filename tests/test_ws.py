@@ -37,14 +37,14 @@ from mmbot.kalshi.ws import (
 )
 from tests.conftest import KEY_ID, TestKey
 from tests.fake_kalshi import WS_PATH, FakeKalshi
-from tests.payloads import (
+from tests.support.payloads import (
     QUOTE_ACCEPTED,
     QUOTE_CREATED,
     QUOTE_EXECUTED,
     RFQ_CREATED,
     RFQ_DELETED,
 )
-from tests.streams import Consumer, consuming, until
+from tests.support.streams import Consumer, consuming, until
 
 
 def rfq_created(rfq_id: str) -> dict[str, Any]:
@@ -776,6 +776,7 @@ class Blackhole:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@pytest.mark.slow  # a ping timeout, then a real reconnect: over a second
 async def test_a_silent_network_path_is_detected_and_leads_to_a_reconnect(
     rsa_key: TestKey,
 ) -> None:

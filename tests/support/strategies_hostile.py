@@ -1,6 +1,6 @@
 """Hypothesis strategies for hostile exchange input: WebSocket frames and REST bodies.
 
-Everything here is built from the valid examples in :mod:`tests.payloads` and then broken
+Everything here is built from the valid examples in :mod:`tests.support.payloads` and then broken
 in the ways a buggy or hostile exchange (or a proxy in between) could break it: fields
 dropped or retyped, sizes huge, negative, NaN, infinite or written with absurd exponents,
 prices outside [0, 1], unknown sides and message types, nested garbage, very long strings
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
-from tests.payloads import (
+from tests.support.payloads import (
     QUOTE_ACCEPTED,
     QUOTE_CREATED,
     QUOTE_EXECUTED,
