@@ -639,3 +639,27 @@ def test_tables_and_lists_get_no_command_line_flag() -> None:
     assert not keys["strategies.routes"].scalar
     assert not keys["strategies.params"].scalar
     assert keys["risk.max_open_quotes"].scalar
+
+
+# --- run.event_loop ---------------------------------------------------------------------------
+
+
+def test_run_event_loop_defaults_to_auto_and_is_read_from_every_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().run.event_loop == "auto"
+    path = write_toml(tmp_path, '[run]\nevent_loop = "UVLOOP"\n')
+    assert load_settings(path).run.event_loop == "uvloop"  # case-insensitive, like log.level
+    monkeypatch.setenv("MMBOT_RUN__EVENT_LOOP", "asyncio")
+    settings, sources = load_settings_with_sources(path)
+    assert settings.run.event_loop == "asyncio"
+    assert sources["run.event_loop"] == "environment variable MMBOT_RUN__EVENT_LOOP"
+    assert load_settings(path, {"run.event_loop": "auto"}).run.event_loop == "auto"
+
+
+def test_run_event_loop_rejects_an_unknown_loop_naming_key_and_choices(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[run]\nevent_loop = "trio"\n')
+    problem = problem_for(config_error(config_path=path), "run.event_loop")
+    assert problem.expected == "one of: auto, uvloop, asyncio"
+    assert problem.got == "'trio'"
+    assert problem.source == f"config file {path}"

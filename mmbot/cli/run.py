@@ -24,6 +24,7 @@ from typing import TextIO
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from mmbot import eventloop
 from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
@@ -72,14 +73,20 @@ def register(
     run.set_defaults(func=_run_command)
 
 
-async def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "config_sources", None) or {}
-    return await run_daemon(
-        settings,
-        dry_run=args.dry_run,
-        duration=args.duration,
-        sources=sources,
-        adopt_orphans=args.adopt_orphans,
+    # Run here rather than returned as a coroutine for the CLI's asyncio.run: the loop is
+    # a setting (run.event_loop), and a refused one is a ConfigError the CLI reports.
+    return eventloop.run(
+        lambda: run_daemon(
+            settings,
+            dry_run=args.dry_run,
+            duration=args.duration,
+            sources=sources,
+            adopt_orphans=args.adopt_orphans,
+        ),
+        settings.run.event_loop,
+        source=sources.get("run.event_loop"),
     )
 
 

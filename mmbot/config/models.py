@@ -1,26 +1,14 @@
-"""Settings for mmbot, loaded from defaults, a TOML file, environment variables and CLI flags.
-
-Precedence, highest first: command-line flags (``overrides``) > environment variables
-(``MMBOT_`` prefix, ``__`` between nesting levels, e.g. ``MMBOT_KALSHI__REST_URL``) > the TOML
-file (``--config PATH`` or ``MMBOT_CONFIG``) > defaults. Use :func:`load_settings`; every
-problem is reported at once as a :class:`ConfigError` naming the dotted key, what was expected
-and where the offending value came from, without ever showing a secret value.
-"""
+"""The settings models: one per TOML table, with its validation, and the root with its sources."""
 
 from __future__ import annotations
 
 import os
-import re
-import tomllib
-from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal, get_args, get_origin
+from typing import IO, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import annotated_types
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,35 +16,47 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.exceptions import SettingsError
 
+from mmbot.config.problems import (
+    ConfigError,
+    ConfigProblem,
+    _cross_field_error,
+    _CrossFieldIssue,
+    _show,
+)
 from mmbot.kalshi.ratelimit import DEFAULT_COST, QUOTE_COST
-from mmbot.logs import redact_text
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "DEFAULT_REQUEST_COST",
+    "DEFAULT_REST_URL",
+    "DEFAULT_WS_URL",
+    "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
-    "ConfigError",
-    "ConfigKey",
-    "ConfigProblem",
+    "NON_SETTING_ENV_VARS",
+    "DryRunSettings",
+    "JournalSettings",
     "KalshiSettings",
     "LogSettings",
+    "MarketDataSettings",
+    "MetricsSettings",
+    "QuotesSettings",
+    "ReconcileSettings",
+    "RiskSettings",
+    "RouteSettings",
+    "RunSettings",
     "Settings",
-    "config_keys",
-    "load_settings",
-    "load_settings_with_sources",
-    "redacted_dump",
+    "ShutdownSettings",
+    "StrategiesSettings",
 ]
 
 ENV_PREFIX = "MMBOT_"
@@ -68,90 +68,10 @@ NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR})
 
 DEFAULT_REST_URL = "https://api.elections.kalshi.com/trade-api/v2"
 DEFAULT_WS_URL = "wss://api.elections.kalshi.com/trade-api/ws/v2"
-REDACTED = "<redacted>"
 
 # Kalshi charges DEFAULT_COST tokens for an ordinary request, so a bucket smaller than
 # that could never admit one.
 DEFAULT_REQUEST_COST = DEFAULT_COST
-
-_MAX_SHOWN_VALUE = 80
-_CROSS_FIELD_ERROR = "mmbot_cross_field"
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One configuration problem, about one key or a group of related keys."""
-
-    keys: tuple[str, ...]
-    expected: str | None = None
-    got: str | None = None
-    note: str | None = None
-    # Where each key's value came from, aligned with ``keys``; None where unknown.
-    sources: tuple[str | None, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """Return the main dotted key this problem is about."""
-        return self.keys[0]
-
-    @property
-    def source(self) -> str | None:
-        """Return where the main key's value came from, if known."""
-        return self.sources[0] if self.sources else None
-
-    def __str__(self) -> str:
-        """Render as one line: key, expectation, offending value and source."""
-        text = f"{', '.join(self.keys)}: "
-        if self.expected is not None:
-            text += f"expected {self.expected}"
-            if self.got is not None:
-                text += f", got {self.got}"
-            if self.note is not None:
-                text += f"; {self.note}"
-        elif self.note is not None:
-            text += self.note
-        return text + self._origin()
-
-    def _origin(self) -> str:
-        known = [(k, s) for k, s in zip(self.keys, self.sources, strict=False) if s is not None]
-        if not known:
-            return ""
-        if len({s for _, s in known}) == 1:
-            return f" (from {_describe_source(known[0][1])})"
-        return " (" + "; ".join(f"{k} from {_describe_source(s)}" for k, s in known) + ")"
-
-
-def _describe_source(source: str) -> str:
-    return "the default" if source == "default" else source
-
-
-class ConfigError(Exception):
-    """Invalid configuration; ``problems`` lists everything that is wrong."""
-
-    def __init__(self, problems: list[ConfigProblem]) -> None:
-        """Hold ``problems``; the message lists them one per line."""
-        self.problems = list(problems)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        """Render every problem, one per line."""
-        return "\n".join(str(problem) for problem in self.problems)
-
-
-@dataclass(frozen=True, slots=True)
-class _CrossFieldIssue:
-    # Keys are relative to the model that raised the issue; the section prefix is added when
-    # the pydantic error is translated, since only the error's location knows it.
-    fields: tuple[str, ...]
-    expected: str
-    got: str | None = None
-
-
-def _cross_field_error(issues: list[_CrossFieldIssue]) -> PydanticCustomError:
-    summary = "; ".join(f"{', '.join(i.fields)}: expected {i.expected}" for i in issues)
-    return PydanticCustomError(
-        _CROSS_FIELD_ERROR, "{summary}", {"summary": summary, "issues": issues}
-    )
 
 
 def _http_url(value: str) -> str:
@@ -541,12 +461,19 @@ class ShutdownSettings(BaseModel):
 
 
 class RunSettings(BaseModel):
-    """The running daemon's reporting."""
+    """The running daemon's reporting and event loop."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status_interval_seconds: _PositiveSeconds = Field(
         default=5.0, description="how often the one-line status is printed"
+    )
+    # Whether uvloop can be imported is a property of the machine, not of the file: it is
+    # checked when `mmbot run` starts (mmbot.eventloop), so other commands still load.
+    event_loop: Annotated[Literal["auto", "uvloop", "asyncio"], BeforeValidator(_lower)] = Field(
+        default="auto",
+        description="event loop of mmbot run: auto takes uvloop when it is installed, "
+        "else asyncio's own",
     )
 
 
@@ -639,367 +566,3 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order sources: init kwargs (CLI flags) > environment > TOML file > defaults."""
         return init_settings, env_settings, _TomlFileSource(settings_cls)
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigKey:
-    """Description of one leaf setting, addressed by its dotted key."""
-
-    key: str
-    secret: bool
-    expected: str
-    description: str
-    default: Any
-    value_type: type
-    # False for lists and tables (strategy routes and parameters): no command-line flag.
-    scalar: bool = True
-
-
-def _walk_fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
-    for name, info in model.model_fields.items():
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            yield from _walk_fields(info.annotation, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", info
-
-
-def _base_type(annotation: Any) -> Any:
-    # Strip Annotated and Optional (settings are unset by omission, so None needs no words).
-    if get_origin(annotation) is Annotated:
-        return _base_type(get_args(annotation)[0])
-    args = get_args(annotation)
-    if get_origin(annotation) is not Literal and type(None) in args:
-        rest = [arg for arg in args if arg is not type(None)]
-        if len(rest) == 1:
-            return _base_type(rest[0])
-    return annotation
-
-
-def _describe_bounds(info: FieldInfo) -> str:
-    bounds: dict[str, Any] = {}
-    for meta in info.metadata:
-        for name in ("gt", "ge", "lt", "le"):
-            if isinstance(meta, getattr(annotated_types, name.capitalize())):
-                bounds[name] = getattr(meta, name)
-    if "ge" in bounds and "le" in bounds:
-        return f" from {bounds['ge']} to {bounds['le']}"
-    words = {"gt": "greater than", "ge": "of at least", "lt": "less than", "le": "of at most"}
-    return "".join(f" {words[name]} {value}" for name, value in bounds.items())
-
-
-def _describe_expected(info: FieldInfo, base: Any) -> str:
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and isinstance(extra.get("expected"), str):
-        return str(extra["expected"])
-    if get_origin(base) is Literal:
-        return "one of: " + ", ".join(str(choice) for choice in get_args(base))
-    if base is int:
-        return "a whole number" + _describe_bounds(info)
-    if base is float:
-        return "a number" + _describe_bounds(info)
-    if base is Decimal:
-        return "a decimal number" + _describe_bounds(info)
-    if base is bool:
-        return "true or false"
-    if base is Path:
-        return "a file path"
-    if get_origin(base) is list:
-        return "a list"
-    if get_origin(base) is dict:
-        return "a table"
-    return "a string"
-
-
-def _value_type(base: Any) -> type:
-    if get_origin(base) is Literal:
-        return str
-    return base if isinstance(base, type) else str
-
-
-def _build_keys() -> dict[str, ConfigKey]:
-    keys: dict[str, ConfigKey] = {}
-    for dotted, info in _walk_fields(Settings):
-        base = _base_type(info.annotation)
-        keys[dotted] = ConfigKey(
-            key=dotted,
-            secret=base is SecretStr,
-            expected=_describe_expected(info, base),
-            description=info.description or "",
-            default=info.get_default(call_default_factory=True),
-            value_type=_value_type(base),
-            scalar=get_origin(base) not in (list, dict),
-        )
-    return keys
-
-
-_KEYS = _build_keys()
-
-
-def config_keys() -> tuple[ConfigKey, ...]:
-    """Return every leaf setting, in declaration order."""
-    return tuple(_KEYS.values())
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    if len(text) > _MAX_SHOWN_VALUE:
-        text = text[: _MAX_SHOWN_VALUE - 3] + "..."
-    # A non-secret field can still be handed key material by mistake (a PEM pasted into
-    # private_key_path); error messages must not echo it.
-    return redact_text(text)
-
-
-@dataclass(frozen=True, slots=True)
-class _Layers:
-    flags: dict[str, Any]
-    env: dict[str, Any]
-    file: dict[str, Any]
-    file_label: str | None
-    env_names: dict[str, str]  # upper-cased name -> actual name of MMBOT_* variables
-
-    def source_of(self, dotted: str) -> str | None:
-        """Return where ``dotted`` was set (highest layer first), or None if not set."""
-        parts = dotted.split(".")
-        if _lookup(self.flags, parts):
-            return f"--{dotted} flag"
-        if _lookup(self.env, parts):
-            return f"environment variable {self._env_var(parts)}"
-        if _lookup(self.file, parts):
-            return self.file_label
-        return None
-
-    def _env_var(self, parts: list[str]) -> str:
-        # The value may come from a JSON variable for a whole section (MMBOT_KALSHI='{...}').
-        for end in range(len(parts), 0, -1):
-            name = (ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:end])).upper()
-            if name in self.env_names:
-                return self.env_names[name]
-        return (ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)).upper()
-
-    def raw_value(self, dotted: str, fallback: Any) -> Any:
-        """Return the value as written in the winning layer (before any normalisation)."""
-        parts = dotted.split(".")
-        for layer in (self.flags, self.env, self.file):
-            found, value = _find(layer, parts)
-            if found:
-                return value
-        return fallback
-
-
-def _find(data: Mapping[str, Any], parts: list[str]) -> tuple[bool, Any]:
-    node: Any = data
-    for part in parts:
-        if not isinstance(node, Mapping) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
-def _lookup(data: Mapping[str, Any], parts: list[str]) -> bool:
-    return _find(data, parts)[0]
-
-
-def _resolve_config_path(config_path: Path | str | None) -> tuple[Path | None, str]:
-    if config_path is not None and str(config_path) != "":
-        return Path(config_path).expanduser(), "--config flag"
-    from_env = os.environ.get(CONFIG_ENV_VAR, "")
-    if from_env:
-        return Path(from_env).expanduser(), f"environment variable {CONFIG_ENV_VAR}"
-    return None, ""
-
-
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-
-
-def _read_toml(path: Path, given_by: str) -> dict[str, Any]:
-    label = f"config file {path}"
-
-    def fail(note: str) -> ConfigError:
-        return ConfigError([ConfigProblem(keys=(label,), note=note, sources=(given_by,))])
-
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise fail("file not found") from None
-    except OSError as exc:
-        raise fail(f"cannot read it: {exc.strerror or type(exc).__name__}") from None
-    try:
-        # Decimal, not float: "0.01" in a config file must stay exactly one cent.
-        return tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
-    except UnicodeDecodeError:
-        raise fail("not valid UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        position = _TOML_POSITION.search(message)
-        if position is not None:
-            message = message[: position.start()]
-            note = f"invalid TOML at line {position[1]}, column {position[2]}: {message}"
-        else:
-            note = f"invalid TOML: {message}"
-        raise fail(note) from None
-
-
-def _nest_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], list[ConfigProblem]]:
-    nested: dict[str, Any] = {}
-    problems: list[ConfigProblem] = []
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = nested
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                break
-            node = child
-        else:
-            node[leaf] = value
-            continue
-        problems.append(
-            ConfigProblem(
-                keys=(dotted,), note="conflicts with another flag", sources=(f"--{dotted} flag",)
-            )
-        )
-    return nested, problems
-
-
-def _unknown_env_vars(env_names: Mapping[str, str]) -> list[ConfigProblem]:
-    # pydantic-settings only looks up variables named after known top-level fields; anything
-    # else with our prefix is most likely a misspelt setting.
-    problems = []
-    sections = {name.upper() for name in Settings.model_fields}
-    for upper, actual in sorted(env_names.items()):
-        rest = upper[len(ENV_PREFIX) :]
-        if upper in NON_SETTING_ENV_VARS or rest.split(ENV_NESTED_DELIMITER)[0] in sections:
-            continue
-        dotted = rest.lower().replace(ENV_NESTED_DELIMITER, ".")
-        note = "unknown key"
-        section = next((s for s in sections if rest.startswith(s + "_")), None)
-        if section is not None:
-            hint = f"{ENV_PREFIX}{section}{ENV_NESTED_DELIMITER}{rest[len(section) + 1 :]}"
-            note += f"; nested keys need a double underscore, e.g. {hint}"
-        problems.append(
-            ConfigProblem(keys=(dotted,), note=note, sources=(f"environment variable {actual}",))
-        )
-    return problems
-
-
-def _read_env(env_names: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigProblem]]:
-    try:
-        return EnvSettingsSource(Settings)(), []
-    except SettingsError as exc:
-        # Raised when a whole-section variable (MMBOT_KALSHI) is not valid JSON.
-        match = re.search(r'field "([^"]+)"', str(exc))
-        section = match[1] if match else "settings"
-        name = env_names.get(f"{ENV_PREFIX}{section}".upper(), f"{ENV_PREFIX}{section}".upper())
-        problem = ConfigProblem(
-            keys=(section,),
-            expected="a JSON object",
-            sources=(f"environment variable {name}",),
-        )
-        return {}, [problem]
-
-
-def _translate(exc: ValidationError, layers: _Layers) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-    seen: set[tuple[str, ...]] = set()
-    for error in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in error["loc"])
-        if error["type"] == _CROSS_FIELD_ERROR:
-            for issue in error.get("ctx", {}).get("issues", []):
-                keys = tuple(f"{loc}.{name}" if loc else name for name in issue.fields)
-                problem = ConfigProblem(
-                    keys=keys,
-                    expected=issue.expected,
-                    got=issue.got,
-                    sources=tuple(layers.source_of(k) or "default" for k in keys),
-                )
-                if keys not in seen:
-                    seen.add(keys)
-                    problems.append(problem)
-            continue
-        if (loc,) in seen:
-            continue
-        seen.add((loc,))
-        source = layers.source_of(loc)
-        if error["type"] == "extra_forbidden":
-            problems.append(ConfigProblem(keys=(loc,), note="unknown key", sources=(source,)))
-            continue
-        spec = _KEYS.get(loc)
-        if spec is None:
-            # A whole section was given a non-table value; its content is not shown since it
-            # may hold secrets.
-            problems.append(
-                ConfigProblem(keys=(loc,), expected="a table of settings", sources=(source,))
-            )
-            continue
-        got = REDACTED if spec.secret else _show(layers.raw_value(loc, error["input"]))
-        problems.append(
-            ConfigProblem(keys=(loc,), expected=spec.expected, got=got, sources=(source,))
-        )
-    return problems
-
-
-def load_settings_with_sources(
-    config_path: Path | str | None = None, overrides: Mapping[str, Any] | None = None
-) -> tuple[Settings, dict[str, str]]:
-    """Load settings and say, per dotted key, where its value came from.
-
-    Sources are ``default``, ``config file PATH``, ``environment variable NAME`` or
-    ``--dotted.key flag``. Raises ConfigError listing every problem.
-    """
-    path, given_by = _resolve_config_path(config_path)
-    file_data = _read_toml(path, given_by) if path is not None else {}
-    flag_data, problems = _nest_overrides(overrides or {})
-    env_names = {name.upper(): name for name in os.environ if name.upper().startswith(ENV_PREFIX)}
-    problems += _unknown_env_vars(env_names)
-    env_data, env_problems = _read_env(env_names)
-    problems += env_problems
-    layers = _Layers(
-        flags=flag_data,
-        env=env_data,
-        file=file_data,
-        file_label=f"config file {path}" if path is not None else None,
-        env_names=env_names,
-    )
-
-    settings: Settings | None = None
-    if not env_problems:
-        token = _file_data.set(file_data)
-        try:
-            settings = Settings(**flag_data)
-        except ValidationError as exc:
-            problems += _translate(exc, layers)
-        except SettingsError:
-            problems.append(ConfigProblem(keys=("settings",), note="could not be loaded"))
-        finally:
-            _file_data.reset(token)
-    if problems or settings is None:
-        # "from None": the pydantic error text includes input values, secrets among them.
-        raise ConfigError(problems) from None
-    sources = {key: layers.source_of(key) or "default" for key in _KEYS}
-    return settings, sources
-
-
-def load_settings(
-    config_path: Path | str | None = None, overrides: Mapping[str, Any] | None = None
-) -> Settings:
-    """Load settings from flags (``overrides``), environment, TOML file and defaults."""
-    settings, _ = load_settings_with_sources(config_path, overrides)
-    return settings
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return REDACTED
-    if isinstance(value, Path | Decimal):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def redacted_dump(settings: Settings) -> dict[str, Any]:
-    """Return the settings as a nested plain dict with set secrets replaced by "<redacted>"."""
-    dumped: dict[str, Any] = _plain(settings.model_dump(mode="python"))
-    return dumped
