@@ -191,7 +191,8 @@ def _server(kind: str, public_raw: bytes) -> Iterator[dict[str, Any]]:
 
 
 def _httpx_client(base: str, signer: Signer, transport: httpx.AsyncBaseTransport | None) -> Any:
-    # Built exactly as KalshiRestClient builds its client.
+    # Built as KalshiRestClient built its client before it sent requests straight to the
+    # transport (the rest-client variant measures what it does now).
     return httpx.AsyncClient(
         base_url=base + "/trade-api/v2/",
         auth=KalshiAuth(signer),
@@ -237,6 +238,36 @@ def httpx_mmbot(base: str, signer: Signer, body: bytes) -> AbstractAsyncContextM
     from mmbot.kalshi.http import AiohttpTransport
 
     return _via_httpx(base, signer, body, AiohttpTransport())
+
+
+@contextlib.asynccontextmanager
+async def rest_client(base: str, signer: Signer, body: bytes) -> AsyncIterator[Sender]:
+    """(g) mmbot's own KalshiRestClient.create_quote: httpx requests straight to the transport.
+
+    The whole client path: price validation, the JSON body, the write bucket (sized never
+    to wait), signing, the request and the decoded id.
+    """
+    from decimal import Decimal
+
+    from mmbot.kalshi.rest import KalshiRestClient
+
+    fields = orjson.loads(body)
+    rfq_id = str(fields["rfq_id"])
+    yes = Decimal(str(fields.get("yes_bid", "0.5")))
+    no = Decimal(str(fields.get("no_bid", "0.4")))
+    client = KalshiRestClient(
+        base + "/trade-api/v2",
+        signer,
+        write_tokens_per_second=1e9,
+        write_bucket_capacity=1e9,
+        timeout_seconds=10.0,
+    )
+    async with client:
+
+        async def send() -> str:
+            return await client.create_quote(rfq_id, yes, no)
+
+        yield send
 
 
 @contextlib.asynccontextmanager
@@ -328,6 +359,7 @@ async def raw_stream(base: str, signer: Signer, body: bytes) -> AsyncIterator[Se
 VARIANTS: dict[str, Variant] = {
     "httpx": httpx_default,
     "httpx-mmbot": httpx_mmbot,
+    "rest-client": rest_client,
     "aiohttp": aiohttp_direct,
     "raw": raw_stream,
 }
