@@ -19,6 +19,7 @@ from mmbot.observability import Metrics
 from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import StrategyRouter
+from mmbot.tasks import TaskSupervisor
 
 __all__ = ["build_engine", "risk_limits"]
 
@@ -60,6 +61,8 @@ def build_engine(
         price_listeners=(risk.mark,),
     )
     reconcile_requests = ReconcileRequests()
+    # One supervisor for every event's task, the engine's and the quote manager's alike.
+    tasks = TaskSupervisor()
     quotes = QuoteManager(
         rest,
         market_data,
@@ -69,6 +72,7 @@ def build_engine(
         settings.quotes,
         latency=metrics,
         on_reconcile_needed=reconcile_requests,
+        tasks=tasks,
     )
     # The one registration after construction: the quote manager reads market data and
     # market data tells it of refreshes, so one of the two has to exist first.
@@ -83,6 +87,7 @@ def build_engine(
         market_data=market_data,
         quotes=quotes,
         reconcile_requests=reconcile_requests,
+        tasks=tasks,
         status=status,
         adopt_orphans=adopt_orphans,
     )

@@ -64,6 +64,7 @@ from mmbot.observability import Health, State
 from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook
 from mmbot.strategy import Strategy, StrategyRouter
+from mmbot.tasks import TaskSupervisor
 
 __all__ = ["Engine", "ReconcileRequests", "Snapshot", "StartupRefused"]
 
@@ -146,10 +147,15 @@ class Engine:
         market_data: MarketData,
         quotes: QuoteManager,
         reconcile_requests: ReconcileRequests | None = None,
+        tasks: TaskSupervisor | None = None,
         status: Callable[[str], None] | None = None,
         adopt_orphans: bool = False,
     ) -> None:
-        """Run ``quotes`` on ``stream``'s events, reconciling when ``reconcile_requests`` asks."""
+        """Run ``quotes`` on ``stream``'s events, reconciling when ``reconcile_requests`` asks.
+
+        Every event's handler runs as a task of ``tasks`` (by default the supervisor the
+        quote manager was given), which shutdown waits for.
+        """
         self.settings = settings
         self.rest = rest
         self.stream = stream
@@ -158,6 +164,7 @@ class Engine:
         self.router = router
         self.market_data = market_data
         self.quotes = quotes
+        self.tasks = tasks if tasks is not None else quotes.tasks
         self._status = status
         self.communications_id: str | None = None
         self.failure: BaseException | None = None
@@ -245,23 +252,22 @@ class Engine:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         quotes = self.quotes
+        spawn = self.tasks.spawn
         stream = self.stream
         try:
             async with contextlib.aclosing(stream.events()) as events:
                 async for item in events:
                     if isinstance(item, RfqCreated):
-                        quotes.spawn(quotes.on_rfq(item.msg, stream.last_frame_at), "rfq")
+                        spawn(quotes.on_rfq(item.msg, stream.last_frame_at), "rfq")
                     elif isinstance(item, QuoteAccepted):
-                        quotes.spawn(
-                            quotes.on_quote_accepted(item.msg, stream.last_frame_at), "accept"
-                        )
+                        spawn(quotes.on_quote_accepted(item.msg, stream.last_frame_at), "accept")
                     elif isinstance(item, QuoteExecuted):
                         quotes.on_quote_executed(item.msg)
                     elif isinstance(item, RfqDeleted):
-                        quotes.spawn(quotes.on_rfq_deleted(item.msg.id), "rfq-deleted")
+                        spawn(quotes.on_rfq_deleted(item.msg.id), "rfq-deleted")
                     elif isinstance(item, Reconnected):
                         log.warning("ws_reconnected", downtime=round(item.downtime_seconds, 3))
-                        quotes.spawn(self.reconcile("reconnect"), "reconcile")
+                        spawn(self.reconcile("reconnect"), "reconcile")
         except SubscriptionError as exc:
             # The exchange refuses our subscription for good: nothing to trade on.
             log.error("subscription_refused", code=exc.code, reason=exc.message)
@@ -451,7 +457,7 @@ class Engine:
                     quotes.adopt(quote, strategy, record, event)
             # Judged like any acceptance: from our record, by risk, and declined (and
             # withdrawn) when there is no record of it to judge it by.
-            quotes.spawn(quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
+            self.tasks.spawn(quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
 
         async for quote in self.rest.iter_quotes(user_filter="self", status="confirmed"):
             strategy, event = await self._route(quote.market_ticker)
@@ -466,7 +472,7 @@ class Engine:
             created = rfq.created_ts
             if created is not None and (now - created).total_seconds() <= max_age:
                 counts["rfqs"] += 1
-                quotes.spawn(quotes.on_rfq(rfq), "rfq-catch-up")
+                self.tasks.spawn(quotes.on_rfq(rfq), "rfq-catch-up")
         return counts
 
     async def _route(self, market: str) -> tuple[Strategy[Any] | None, str]:
@@ -648,7 +654,7 @@ class Engine:
             quote_queue_peak=self.rest.write_bucket.peak_sheddable,
             read_waiters=self.rest.read_bucket.waiting,
             write_waiters=self.rest.write_bucket.waiting,
-            tasks_in_flight=self.quotes.tasks_in_flight,
+            tasks_in_flight=self.tasks.in_flight,
             health=self.health(),
         )
 
@@ -674,7 +680,7 @@ class Engine:
                 # Bounded to half the budget so the sweep itself always gets its turn.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout / 2):
-                        await self.quotes.wait_idle()
+                        await self.tasks.wait_idle()
                 deleted = await self.quotes.cancel_all("shutdown")
                 # Anything of ours still open on the exchange, tracked or not.
                 leftovers = [

@@ -41,6 +41,7 @@ from mmbot.quoting.stats import Counters, LatencyObserver
 from mmbot.quoting.withdraw import Withdrawer
 from mmbot.risk import RiskBook
 from mmbot.strategy import StrategyRouter
+from mmbot.tasks import TaskSupervisor
 
 __all__ = ["QuoteManager"]
 
@@ -63,12 +64,20 @@ class QuoteManager:
         latency: LatencyObserver | None = None,
         sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         on_reconcile_needed: Callable[[str], None] | None = None,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
-        """Quote through ``rest`` on ``market_data``, as ``router`` and ``risk`` allow."""
+        """Quote through ``rest`` on ``market_data``, as ``router`` and ``risk`` allow.
+
+        Its handlers run as tasks of ``tasks``, the engine's supervisor (a private one if
+        None, as in unit tests).
+        """
         self._settings = settings
         self.counters = Counters()
         self._book = book = QuoteBook()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Where every handler of this manager runs; the engine waits for it at shutdown.
+        self.tasks = tasks if tasks is not None else TaskSupervisor()
+        #: Run a coroutine as a supervised task (the supervisor's own bound method).
+        self.spawn = self.tasks.spawn
         counters = self.counters
         self._withdrawer = withdrawer = Withdrawer(
             rest, book, market_data, journal, counters, spawn=self.spawn, sleep=sleep
@@ -232,24 +241,11 @@ class QuoteManager:
     @property
     def tasks_in_flight(self) -> int:
         """Handlers running now (each RFQ, acceptance and withdrawal runs as one)."""
-        return len(self._tasks)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` as a tracked background task: errors are logged, never lost."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task_failed", task=task.get_name(), exc_info=task.exception())
+        return self.tasks.in_flight
 
     async def wait_idle(self) -> None:
-        """Wait for every background task started so far."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for every supervised task started so far."""
+        await self.tasks.wait_idle()
 
     def _arm_expiry(self, live: LiveQuote) -> None:
         if live.expiry is not None:
