@@ -1,4 +1,4 @@
-"""Operator commands (whoami, rfqs list, quotes list/cancel-all) against a loopback server."""
+"""Operator commands (whoami, rfqs list, quotes list/cancel-all) against the mock exchange."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from mmbot.cli import main
-from tests.conftest import KEY_ID, TestKey
-from tests.fake_kalshi import FakeKalshi, Recorded
+from mmbot.mock.scripting import RecordedRequest, Scripting
+from mmbot.mock.server import MockExchange
+from tests.support.keys import KEY_ID, TestKey
 from tests.support.payloads import REST_QUOTE as QUOTE
 
 
@@ -24,28 +25,36 @@ def _clean_env(no_mmbot_env: None) -> None:
 
 
 @pytest.fixture
-async def server(rsa_key: TestKey) -> AsyncIterator[FakeKalshi]:
-    async with FakeKalshi({KEY_ID: rsa_key.public}) as srv:
+async def mock(rsa_key: TestKey) -> AsyncIterator[MockExchange]:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         yield srv
 
 
 @pytest.fixture
-def configured(monkeypatch: pytest.MonkeyPatch, server: FakeKalshi, rsa_key_file: Path) -> None:
+def server(mock: MockExchange) -> Scripting:
+    """The mock's scripting API: scripted replies and the record of requests."""
+    return mock.scripting
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, mock: MockExchange, rsa_key_file: Path) -> None:
     monkeypatch.setenv("MMBOT_KALSHI__KEY_ID", KEY_ID)
     monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(rsa_key_file))
-    monkeypatch.setenv("MMBOT_KALSHI__REST_URL", server.rest_url)
+    monkeypatch.setenv("MMBOT_KALSHI__REST_URL", mock.rest_url)
     monkeypatch.setenv("MMBOT_KALSHI__RETRY_DEADLINE_SECONDS", "0.3")
     monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
 
 
 async def run_cli(*argv: str) -> int:
-    # main() owns its event loop (asyncio.run); the fake server runs in ours.
+    # main() owns its event loop (asyncio.run); the mock exchange runs in ours.
     return await asyncio.to_thread(main, list(argv))
 
 
 @pytest.mark.usefixtures("configured")
-async def test_whoami(server: FakeKalshi, capsys: pytest.CaptureFixture[str]) -> None:
-    server.script("GET", "/communications/id", [(200, {"communications_id": "comm-42"})])
+async def test_whoami(server: Scripting, capsys: pytest.CaptureFixture[str]) -> None:
+    server.script(
+        "GET", "/communications/id", [(200, {"communications_id": "comm-42"})], repeat_last=True
+    )
     assert await run_cli("whoami") == 0
     out = capsys.readouterr().out
     assert "comm-42" in out
@@ -56,9 +65,9 @@ async def test_whoami(server: FakeKalshi, capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.usefixtures("configured")
 async def test_rfqs_list_filters_and_follows_every_page(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+    server: Scripting, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def handler(req: Recorded) -> tuple[int, Any]:
+    def handler(req: RecordedRequest) -> tuple[int, Any]:
         n = int(req.query.get("cursor") or 0)
         row = {
             "id": f"rfq-{n}",
@@ -83,9 +92,9 @@ async def test_rfqs_list_filters_and_follows_every_page(
 
 @pytest.mark.usefixtures("configured")
 async def test_quotes_list_uses_user_filter_self(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+    server: Scripting, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def handler(req: Recorded) -> tuple[int, Any]:
+    def handler(req: RecordedRequest) -> tuple[int, Any]:
         n = int(req.query.get("cursor") or 0)
         return 200, {"quotes": [{**QUOTE, "id": f"q{n}"}], "cursor": "1" if n == 0 else ""}
 
@@ -97,11 +106,11 @@ async def test_quotes_list_uses_user_filter_self(
     assert all(r.query["user_filter"] == "self" for r in server.requests)
 
 
-def _quote_book(server: FakeKalshi, ids: list[str], *, stuck: set[str] = frozenset()) -> set[str]:
+def _quote_book(server: Scripting, ids: list[str], *, stuck: set[str] = frozenset()) -> set[str]:
     """Serve a stateful set of open quotes, two per page; deletes remove them."""
     open_ids = set(ids)
 
-    def listing(req: Recorded) -> tuple[int, Any]:
+    def listing(req: RecordedRequest) -> tuple[int, Any]:
         rows = sorted(open_ids)
         start = int(req.query.get("cursor") or 0)
         page = rows[start : start + 2]
@@ -112,7 +121,7 @@ def _quote_book(server: FakeKalshi, ids: list[str], *, stuck: set[str] = frozens
     server.route("GET", "/communications/quotes", listing)
     for q in ids:
 
-        def delete(_: Recorded, q: str = q) -> tuple[int, Any]:
+        def delete(_: RecordedRequest, q: str = q) -> tuple[int, Any]:
             if q in stuck:
                 return 500, {"code": "internal", "message": "boom"}
             if q not in open_ids or q == "q-raced":
@@ -127,7 +136,7 @@ def _quote_book(server: FakeKalshi, ids: list[str], *, stuck: set[str] = frozens
 
 @pytest.mark.usefixtures("configured")
 async def test_cancel_all_deletes_every_open_quote(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+    server: Scripting, capsys: pytest.CaptureFixture[str]
 ) -> None:
     remaining = _quote_book(server, ["q1", "q2", "q3", "q4", "q-raced"])
     assert await run_cli("quotes", "cancel-all", "--yes") == 0
@@ -143,7 +152,7 @@ async def test_cancel_all_deletes_every_open_quote(
 
 @pytest.mark.usefixtures("configured")
 async def test_cancel_all_refuses_without_yes_when_not_a_tty(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    server: Scripting, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a TTY
     _quote_book(server, ["q1"])
@@ -154,7 +163,7 @@ async def test_cancel_all_refuses_without_yes_when_not_a_tty(
 
 @pytest.mark.usefixtures("configured")
 async def test_cancel_all_reports_failures_and_leftovers(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+    server: Scripting, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _quote_book(server, ["q1", "q2"], stuck={"q2"})
     assert await run_cli("quotes", "cancel-all", "--yes") == 1
@@ -166,7 +175,7 @@ async def test_cancel_all_reports_failures_and_leftovers(
 
 @pytest.mark.usefixtures("configured")
 async def test_cancel_all_with_nothing_open(
-    server: FakeKalshi, capsys: pytest.CaptureFixture[str]
+    server: Scripting, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _quote_book(server, [])
     assert await run_cli("quotes", "cancel-all") == 0
@@ -175,7 +184,7 @@ async def test_cancel_all_with_nothing_open(
 
 @pytest.mark.usefixtures("configured")
 async def test_auth_failure_is_one_line_and_exit_1(
-    server: FakeKalshi,
+    server: Scripting,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     ed25519_key: TestKey,
@@ -215,7 +224,7 @@ async def test_missing_credentials_name_the_key(
 
 
 @pytest.mark.usefixtures("configured")
-async def test_console_script_end_to_end(server: FakeKalshi) -> None:
+async def test_console_script_end_to_end(server: Scripting) -> None:
     server.script("GET", "/communications/id", [(200, {"communications_id": "comm-7"})])
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -56,9 +56,10 @@ from mmbot.kalshi.models import (
 )
 from mmbot.kalshi.rest import KalshiRestClient, Page, PositionsPage
 from mmbot.kalshi.ws import CommunicationsStream
+from mmbot.mock.server import MockExchange
 from mmbot.quoting import QuoteManager
 from mmbot.quoting import timing as quoting
-from tests.fake_kalshi import FakeKalshi
+from tests.support.keys import KEY_ID, TestKey
 from tests.support.payloads import QUOTE_ACCEPTED, QUOTE_EXECUTED, RFQ_CREATED, RFQ_DELETED
 from tests.support.quoting import LIMITS, QUOTES, Harness, VirtualTimers, engine_for
 from tests.support.strategies_hostile import (
@@ -419,7 +420,7 @@ def test_quote_manager_keeps_its_books_under_hostile_events(
     run_in_loop(body)
 
 
-async def _through_socket(frames: list[str | bytes]) -> None:
+async def _through_socket(frames: list[str | bytes], key: TestKey) -> None:
     """Frames over a real WebSocket, through CommunicationsStream and Engine._consume."""
     timers = VirtualTimers(asyncio.get_running_loop())
     timers.install()
@@ -433,18 +434,21 @@ async def _through_socket(frames: list[str | bytes]) -> None:
     expected = [parse_message(f) if _parses(f) else None for f in frames]
     try:
         with capture_logs() as logs:
-            async with FakeKalshi() as srv:
+            async with MockExchange.scripted({KEY_ID: key.public}) as srv:
                 stream = CommunicationsStream(
-                    srv.ws_url, None, reconnect_min_seconds=0.01, reconnect_max_seconds=0.05
+                    srv.ws_url,
+                    key.signer(),
+                    reconnect_min_seconds=0.01,
+                    reconnect_max_seconds=0.05,
                 )
                 engine.stream = stream
                 stop = asyncio.Event()
                 consume = asyncio.create_task(engine._consume(stop))
-                await srv.wait_subscribed(1)
+                await srv.scripting.wait_subscribed(1)
                 await until(lambda: stream.stats.connected)
                 for frame in frames:
-                    await srv.send(frame)
-                await srv.send(sentinel)
+                    srv.scripting.send(frame)
+                srv.scripting.send(sentinel)
                 await until(
                     lambda: any(
                         c["rfq_id"] == "sentinel" for c in h.exchange.calls_to("create_quote")
@@ -501,12 +505,14 @@ def _socket_safe(frame: str | bytes) -> bool:
     )
 )
 def test_stream_and_engine_survive_hostile_frames_over_a_real_socket(
-    frames: list[str | bytes],
+    frames: list[str | bytes], ed25519_key: TestKey
 ) -> None:
-    asyncio.run(_through_socket(frames))
+    asyncio.run(_through_socket(frames, ed25519_key))
 
 
-async def test_garbage_frames_are_counted_and_the_next_valid_frame_is_delivered() -> None:
+async def test_garbage_frames_are_counted_and_the_next_valid_frame_is_delivered(
+    ed25519_key: TestKey,
+) -> None:
     # A fixed sample: every kind of garbage at once, then one valid RFQ.
     garbage: list[str | bytes] = [
         b"\x00\x01\xff",
@@ -522,14 +528,14 @@ async def test_garbage_frames_are_counted_and_the_next_valid_frame_is_delivered(
         orjson.dumps(QUOTE_ACCEPTED).decode().replace('"50.00"', "1e999"),
         "{" * 5000,
     ]
-    async with FakeKalshi() as srv:
-        stream = CommunicationsStream(srv.ws_url, None, reconnect_min_seconds=0.01)
+    async with MockExchange.scripted({KEY_ID: ed25519_key.public}) as srv:
+        stream = CommunicationsStream(srv.ws_url, ed25519_key.signer(), reconnect_min_seconds=0.01)
         with capture_logs():
             async with consuming(stream) as consumer:
-                await srv.wait_subscribed(1)
+                await srv.scripting.wait_subscribed(1)
                 for frame in garbage:
-                    await srv.send(frame)
-                await srv.send(RFQ_CREATED)
+                    srv.scripting.send(frame)
+                srv.scripting.send(RFQ_CREATED)
                 item = await consumer.next()
         assert isinstance(item, RfqCreated)
         assert item.msg.id == RFQ_CREATED["msg"]["id"]

@@ -23,6 +23,7 @@ from mmbot.kalshi.ratelimit import TokenBucket
 from mmbot.kalshi.rest import KalshiRestClient, Page
 from mmbot.kalshi.ws import WsStats
 from mmbot.marketdata import MarketData
+from mmbot.mock.server import MockExchange
 from mmbot.observability import (
     FAMILIES,
     MAX_LABEL_VALUES,
@@ -34,8 +35,7 @@ from mmbot.observability import (
 from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import StrategyRouter
-from tests.conftest import KEY_ID, TestKey
-from tests.fake_kalshi import FakeKalshi
+from tests.support.keys import KEY_ID, TestKey
 from tests.support.polling import eventually
 
 
@@ -299,8 +299,8 @@ async def test_a_failing_journal_listener_loses_no_row(tmp_path: Path) -> None:
 
 async def test_the_rest_client_reports_every_attempt(rsa_key: TestKey) -> None:
     calls: list[tuple[str, str]] = []
-    async with FakeKalshi({KEY_ID: rsa_key.public}) as server:
-        server.script(
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as server:
+        server.scripting.script(
             "POST",
             "/communications/quotes",
             [(429, {"error": "too many requests"}), (201, {"id": "q-1"})],
@@ -318,8 +318,8 @@ async def test_a_failing_response_observer_costs_no_request(rsa_key: TestKey) ->
     def broken(endpoint: str, status: str, seconds: float) -> None:
         raise RuntimeError("observer bug")
 
-    async with FakeKalshi({KEY_ID: rsa_key.public}) as server:
-        server.script("POST", "/communications/quotes", [(201, {"id": "q-1"})])
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as server:
+        server.scripting.script("POST", "/communications/quotes", [(201, {"id": "q-1"})])
         async with KalshiRestClient(server.rest_url, rsa_key.signer(), on_response=broken) as c:
             assert await c.create_quote("rfq-1", "0.40", "0.50") == "q-1"
 

@@ -23,54 +23,65 @@ from mmbot.kalshi.errors import (
     TransportError,
 )
 from mmbot.kalshi.rest import InvalidQuoteError, KalshiRestClient
-from tests.conftest import KEY_ID, TestKey
-from tests.fake_kalshi import FakeKalshi, Recorded
+from mmbot.mock.scripting import RecordedRequest, Scripting
+from mmbot.mock.server import MockExchange
+from tests.support.keys import KEY_ID, TestKey
 from tests.support.payloads import REST_QUOTE as QUOTE
 from tests.support.payloads import rest_rfq as rfq
 
 
 @pytest.fixture
-async def server(rsa_key: TestKey) -> AsyncIterator[FakeKalshi]:
-    async with FakeKalshi({KEY_ID: rsa_key.public}) as srv:
+async def mock(rsa_key: TestKey) -> AsyncIterator[MockExchange]:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         yield srv
 
 
 @pytest.fixture
-async def client(server: FakeKalshi, rsa_key: TestKey) -> AsyncIterator[KalshiRestClient]:
-    async with KalshiRestClient(server.rest_url, rsa_key.signer(), retry_deadline_seconds=2.0) as c:
+def server(mock: MockExchange) -> Scripting:
+    """The mock's scripting API: scripted replies and the record of requests."""
+    return mock.scripting
+
+
+@pytest.fixture
+async def client(mock: MockExchange, rsa_key: TestKey) -> AsyncIterator[KalshiRestClient]:
+    async with KalshiRestClient(mock.rest_url, rsa_key.signer(), retry_deadline_seconds=2.0) as c:
         yield c
 
 
 async def test_rest_signatures_verify_for_rsa_and_ed25519(any_key: TestKey) -> None:
     async with (
-        FakeKalshi({KEY_ID: any_key.public}) as srv,
-        KalshiRestClient(srv.rest_url, any_key.signer()) as client,
+        MockExchange.scripted({KEY_ID: any_key.public}) as mock,
+        KalshiRestClient(mock.rest_url, any_key.signer()) as client,
     ):
+        srv = mock.scripting
         srv.script("GET", "/communications/rfqs", [(200, {"rfqs": [], "cursor": ""})])
         await client.list_rfqs(status="open", limit=5)
         (call,) = srv.requests
-        # FakeKalshi verified the signature over /trade-api/v2/communications/rfqs, no query.
+        # The mock verified the signature over /trade-api/v2/communications/rfqs, no query.
         assert call.auth_ok
         assert call.query == {"status": "open", "limit": "5"}
         assert call.headers["KALSHI-ACCESS-KEY"] == KEY_ID
 
 
-async def test_wrong_key_is_an_auth_error(server: FakeKalshi, ed25519_key: TestKey) -> None:
-    async with KalshiRestClient(server.rest_url, ed25519_key.signer()) as impostor:
+async def test_wrong_key_is_an_auth_error(
+    mock: MockExchange, server: Scripting, ed25519_key: TestKey
+) -> None:
+    async with KalshiRestClient(mock.rest_url, ed25519_key.signer()) as impostor:
         with pytest.raises(AuthError) as err:
             await impostor.get_communications_id()
     assert err.value.status == 401
-    assert err.value.message == "invalid signature"
+    # The exchange's own message, passed through.
+    assert err.value.message.startswith("invalid KALSHI-ACCESS-SIGNATURE")
     assert len(server.requests) == 1  # auth failures are not retried
 
 
 async def test_pagination_follows_cursor_across_pages(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     pages = {"": ("c1", [rfq(1), rfq(2)]), "c1": ("c2", [rfq(3)]), "c2": ("c3", [rfq(4)])}
     pages["c3"] = ("", [rfq(5)])
 
-    def handler(req: Recorded) -> tuple[int, Any]:
+    def handler(req: RecordedRequest) -> tuple[int, Any]:
         cursor, items = pages[req.query.get("cursor", "")]
         return 200, {"rfqs": items, "cursor": cursor}
 
@@ -83,9 +94,9 @@ async def test_pagination_follows_cursor_across_pages(
 
 
 async def test_quote_pagination_and_required_creator_filter(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
-    def handler(req: Recorded) -> tuple[int, Any]:
+    def handler(req: RecordedRequest) -> tuple[int, Any]:
         n = int(req.query.get("cursor") or 0)
         return 200, {"quotes": [{**QUOTE, "id": f"q{n}"}], "cursor": str(n + 1) if n < 3 else ""}
 
@@ -100,16 +111,18 @@ async def test_quote_pagination_and_required_creator_filter(
 
 
 async def test_repeated_cursor_is_an_error_not_a_loop(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
-    server.script("GET", "/portfolio/fills", [(200, {"fills": [], "cursor": "same"})])
+    server.script(
+        "GET", "/portfolio/fills", [(200, {"fills": [], "cursor": "same"})], repeat_last=True
+    )
     with pytest.raises(PaginationError):
         _ = [f async for f in client.iter_fills()]
     assert len(server.requests) == 2
 
 
 async def test_429_then_200_is_retried_and_succeeds(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     server.script(
         "POST",
@@ -124,7 +137,7 @@ async def test_429_then_200_is_retried_and_succeeds(
 
 
 async def test_create_rfq_is_not_retried_after_an_ambiguous_500(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     server.script("POST", "/communications/rfqs", [(500, {"code": "internal", "message": "boom"})])
     with pytest.raises(ServerError) as err:
@@ -138,10 +151,12 @@ async def test_create_rfq_is_not_retried_after_an_ambiguous_500(
     }
 
 
-async def test_reads_retry_5xx_until_the_deadline(server: FakeKalshi, rsa_key: TestKey) -> None:
-    server.script("GET", "/exchange/status", [(503, {"message": "maintenance"})])
+async def test_reads_retry_5xx_until_the_deadline(
+    mock: MockExchange, server: Scripting, rsa_key: TestKey
+) -> None:
+    server.script("GET", "/exchange/status", [(503, {"message": "maintenance"})], repeat_last=True)
     async with KalshiRestClient(
-        server.rest_url, rsa_key.signer(), retry_deadline_seconds=0.3
+        mock.rest_url, rsa_key.signer(), retry_deadline_seconds=0.3
     ) as client:
         with pytest.raises(ServerError, match="maintenance"):
             await client.get_exchange_status()
@@ -153,7 +168,7 @@ async def test_reads_retry_5xx_until_the_deadline(server: FakeKalshi, rsa_key: T
     [(400, BadRequestError), (404, NotFoundError), (409, ConflictError), (418, KalshiApiError)],
 )
 async def test_errors_are_typed_with_status_code_and_message(
-    server: FakeKalshi, client: KalshiRestClient, status: int, error: type[Exception]
+    server: Scripting, client: KalshiRestClient, status: int, error: type[Exception]
 ) -> None:
     server.script(
         "PUT",
@@ -174,17 +189,21 @@ async def test_errors_are_typed_with_status_code_and_message(
     assert len(server.requests) == 1
 
 
-async def test_rate_limited_error_after_deadline(server: FakeKalshi, rsa_key: TestKey) -> None:
-    server.script("GET", "/portfolio/balance", [(429, {"error": "too many requests"})])
+async def test_rate_limited_error_after_deadline(
+    mock: MockExchange, server: Scripting, rsa_key: TestKey
+) -> None:
+    server.script(
+        "GET", "/portfolio/balance", [(429, {"error": "too many requests"})], repeat_last=True
+    )
     async with KalshiRestClient(
-        server.rest_url, rsa_key.signer(), retry_deadline_seconds=0.2
+        mock.rest_url, rsa_key.signer(), retry_deadline_seconds=0.2
     ) as client:
         with pytest.raises(RateLimitedError, match="too many requests"):
             await client.get_balance()
 
 
 async def test_delete_404_after_ambiguous_failure_counts_as_done(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     server.script(
         "DELETE",
@@ -224,7 +243,7 @@ async def test_connection_refused_is_a_transport_error() -> None:
     ],
 )
 async def test_create_quote_validates_before_sending(
-    server: FakeKalshi, client: KalshiRestClient, yes: str, no: str, message: str
+    server: Scripting, client: KalshiRestClient, yes: str, no: str, message: str
 ) -> None:
     with pytest.raises(InvalidQuoteError, match=message):
         await client.create_quote("r1", yes, no)
@@ -236,7 +255,7 @@ async def test_create_quote_refuses_floats(client: KalshiRestClient) -> None:
         await client.create_quote("r1", 0.4, "0.5")  # type: ignore[arg-type]
 
 
-async def test_create_quote_wire_format(server: FakeKalshi, client: KalshiRestClient) -> None:
+async def test_create_quote_wire_format(server: Scripting, client: KalshiRestClient) -> None:
     server.script("POST", "/communications/quotes", [(201, {"id": "q9"})])
     assert await client.create_quote("r1", Decimal("0.4"), "0") == "q9"
     assert server.requests[0].body == {
@@ -249,12 +268,12 @@ async def test_create_quote_wire_format(server: FakeKalshi, client: KalshiRestCl
 
 
 async def test_confirm_overtakes_queued_creates_when_write_bucket_is_exhausted(
-    server: FakeKalshi, rsa_key: TestKey
+    mock: MockExchange, server: Scripting, rsa_key: TestKey
 ) -> None:
-    server.script("POST", "/communications/quotes", [(201, {"id": "q"})])
+    server.script("POST", "/communications/quotes", [(201, {"id": "q"})], repeat_last=True)
     server.script("PUT", "/communications/rfqs/r0/quotes/q0/confirm", [(204, None)])
     async with KalshiRestClient(
-        server.rest_url,
+        mock.rest_url,
         rsa_key.signer(),
         write_tokens_per_second=100,
         write_bucket_capacity=10,
@@ -274,7 +293,7 @@ async def test_confirm_overtakes_queued_creates_when_write_bucket_is_exhausted(
 
 
 async def test_every_endpoint_uses_the_documented_method_and_path(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     market = {
         "ticker": "M-1",
@@ -350,7 +369,7 @@ async def test_every_endpoint_uses_the_documented_method_and_path(
 
 
 async def test_malformed_success_body_is_a_clear_error(
-    server: FakeKalshi, client: KalshiRestClient
+    server: Scripting, client: KalshiRestClient
 ) -> None:
     server.script("GET", "/communications/rfqs/r1", [(200, {"rfq": {"id": "r1"}})])
     with pytest.raises(KalshiError, match="unexpected rfq"):

@@ -1,4 +1,4 @@
-"""CommunicationsStream against real loopback sockets (FakeKalshi and small custom servers)."""
+"""CommunicationsStream against real loopback sockets (the mock exchange, small custom servers)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ from mmbot.kalshi.ws import (
     Reconnected,
     SubscriptionError,
 )
-from tests.conftest import KEY_ID, TestKey
-from tests.fake_kalshi import WS_PATH, FakeKalshi
+from mmbot.mock.http_util import WS_PATH
+from mmbot.mock.scripting import WsCommand
+from mmbot.mock.server import MockExchange
+from tests.support.keys import KEY_ID, TestKey
 from tests.support.payloads import (
     QUOTE_ACCEPTED,
     QUOTE_CREATED,
@@ -116,15 +118,15 @@ async def expect_event(consumer: Consumer, kind: type[Any]) -> Any:
 
 
 async def test_handshake_signed_and_subscribes_to_communications(any_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: any_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: any_key.public}) as srv:
         stream = stream_for(srv.ws_url, any_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
             assert stream.stats.connected
 
-        shake = srv.ws_handshakes[0]
+        shake = srv.scripting.ws_handshakes[0]
         assert shake.auth_ok
         assert shake.path == WS_PATH == "/trade-api/ws/v2"
         # Check the signature independently of the server: it covers timestamp + GET + path.
@@ -134,18 +136,18 @@ async def test_handshake_signed_and_subscribes_to_communications(any_key: TestKe
         message = signing_message(timestamp, "GET", "/trade-api/ws/v2")
         assert verify_signature(any_key.public, signature, message)
 
-        (command,) = srv.ws_commands
+        (command,) = srv.scripting.ws_commands
         assert command == {"id": 1, "cmd": "subscribe", "params": {"channels": ["communications"]}}
 
 
 async def test_shard_parameters_are_sent_only_when_set(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer(), shard_factor=4, shard_key=3)
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
-        assert srv.ws_commands[0]["params"] == {
+        assert srv.scripting.ws_commands[0]["params"] == {
             "channels": ["communications"],
             "shard_factor": 4,
             "shard_key": 3,
@@ -169,12 +171,12 @@ def test_invalid_shard_parameters_are_refused_at_construction(
 
 
 async def test_all_five_event_types_arrive_typed_and_in_order(ed25519_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: ed25519_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: ed25519_key.public}) as srv:
         stream = stream_for(srv.ws_url, ed25519_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
+            await srv.scripting.wait_subscribed(1)
             for frame in (RFQ_CREATED, QUOTE_CREATED, QUOTE_ACCEPTED, QUOTE_EXECUTED, RFQ_DELETED):
-                await srv.send(frame)
+                srv.scripting.send(frame)
 
             created = await expect_event(consumer, RfqCreated)
             quote = await expect_event(consumer, QuoteCreated)
@@ -200,19 +202,18 @@ async def test_all_five_event_types_arrive_typed_and_in_order(ed25519_key: TestK
 
 
 async def test_events_sent_before_the_subscribed_reply_are_not_lost(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        default = srv.on_ws_command
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
 
-        async def events_first(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
-            await ws.send_str(orjson.dumps(rfq_created("early-1")).decode())
-            await ws.send_str(orjson.dumps(rfq_created("early-2")).decode())
-            await default(ws, command)
+        def events_first(command: WsCommand) -> None:
+            command.send(rfq_created("early-1"))
+            command.send(rfq_created("early-2"))
+            command.handle()
 
-        srv.on_ws_command = events_first
+        srv.scripting.on_ws_command = events_first
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send(rfq_created("late"))
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send(rfq_created("late"))
             ids = [(await expect_event(consumer, RfqCreated)).msg.id for _ in range(3)]
         assert ids == ["early-1", "early-2", "late"]
 
@@ -236,14 +237,14 @@ async def test_malformed_frames_are_counted_reported_and_skipped(rsa_key: TestKe
         b"\xff\xfe\x00binary",
         huge_garbage,
     ]
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer(), on_malformed=seen.append)
         with capture_logs() as logs:
             async with consuming(stream) as consumer:
-                await srv.wait_subscribed(1)
+                await srv.scripting.wait_subscribed(1)
                 for frame in bad_frames:
-                    await srv.send(frame)
-                await srv.send(rfq_created("after-the-junk"))
+                    srv.scripting.send(frame)
+                srv.scripting.send(rfq_created("after-the-junk"))
                 event = await expect_event(consumer, RfqCreated)
                 assert event.msg.id == "after-the-junk"
 
@@ -270,23 +271,23 @@ async def test_a_failing_on_malformed_callback_does_not_end_the_stream(rsa_key: 
     def explode(_: MalformedMessage) -> None:
         raise RuntimeError("callback bug")
 
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer(), on_malformed=explode)
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send("{oops")
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send("{oops")
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
         assert stream.stats.malformed == 1
 
 
 async def test_unknown_message_type_is_yielded_and_counted(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send({"type": "rfq_repriced", "sid": 1, "msg": {"id": "rfq_9"}})
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send({"type": "rfq_repriced", "sid": 1, "msg": {"id": "rfq_9"}})
+            srv.scripting.send(RFQ_CREATED)
             unknown = await expect_event(consumer, UnknownMessage)
             await expect_event(consumer, RfqCreated)
         assert unknown.type == "rfq_repriced"
@@ -296,13 +297,13 @@ async def test_unknown_message_type_is_yielded_and_counted(rsa_key: TestKey) -> 
 
 
 async def test_replies_are_not_yielded(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send({"id": 7, "type": "ok", "sid": 1, "msg": {"market_tickers": []}})
-            await srv.send({"id": 8, "type": "unsubscribed", "sid": 1})
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send({"id": 7, "type": "ok", "sid": 1, "msg": {"market_tickers": []}})
+            srv.scripting.send({"id": 8, "type": "unsubscribed", "sid": 1})
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
         assert stream.stats.frames == 4
         assert stream.stats.errors == 0
@@ -313,18 +314,18 @@ async def test_replies_are_not_yielded(rsa_key: TestKey) -> None:
 
 async def test_server_drop_reconnects_resubscribes_and_marks_the_gap(rsa_key: TestKey) -> None:
     signer = CountingSigner(rsa_key)
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, signer)
         with capture_logs() as logs:
             async with consuming(stream) as consumer:
-                await srv.wait_subscribed(1)
-                await srv.send(rfq_created("before"))
+                await srv.scripting.wait_subscribed(1)
+                srv.scripting.send(rfq_created("before"))
                 assert (await expect_event(consumer, RfqCreated)).msg.id == "before"
 
-                await srv.drop_ws()
-                await srv.wait_subscribed(2)
+                await srv.drop_ws(code=1011, message=b"server restart")
+                await srv.scripting.wait_subscribed(2)
                 marker = await expect_event(consumer, Reconnected)
-                await srv.send(rfq_created("after"))
+                srv.scripting.send(rfq_created("after"))
                 assert (await expect_event(consumer, RfqCreated)).msg.id == "after"
 
     assert marker.attempts == 1
@@ -333,15 +334,15 @@ async def test_server_drop_reconnects_resubscribes_and_marks_the_gap(rsa_key: Te
     assert marker.downtime_seconds > 0
     assert stream.stats.reconnects == 1
     # A new, freshly signed handshake and a new subscribe (ids restart per session).
-    assert len(srv.ws_handshakes) == 2
-    assert all(shake.auth_ok for shake in srv.ws_handshakes)
+    assert len(srv.scripting.ws_handshakes) == 2
+    assert all(shake.auth_ok for shake in srv.scripting.ws_handshakes)
     assert len(signer.calls) == 2
-    assert [c["cmd"] for c in srv.ws_commands] == ["subscribe", "subscribe"]
-    assert [c["id"] for c in srv.ws_commands] == [1, 1]
+    assert [c["cmd"] for c in srv.scripting.ws_commands] == ["subscribe", "subscribe"]
+    assert [c["id"] for c in srv.scripting.ws_commands] == [1, 1]
     # Nothing from the handshake headers reaches the logs.
     logged = str(logs)
     assert KEY_ID not in logged
-    for shake in srv.ws_handshakes:
+    for shake in srv.scripting.ws_handshakes:
         assert header(shake.headers, ACCESS_SIGNATURE_HEADER) not in logged
     assert any(e["event"] == "ws_disconnected" and "1011" in e["reason"] for e in logs)
 
@@ -349,56 +350,54 @@ async def test_server_drop_reconnects_resubscribes_and_marks_the_gap(rsa_key: Te
 async def test_events_before_the_resubscribe_reply_come_after_the_marker(
     rsa_key: TestKey,
 ) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        default = srv.on_ws_command
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
+            await srv.scripting.wait_subscribed(1)
 
-            async def event_first(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
-                await ws.send_str(orjson.dumps(rfq_created("raced-the-reply")).decode())
-                await default(ws, command)
+            def event_first(command: WsCommand) -> None:
+                command.send(rfq_created("raced-the-reply"))
+                command.handle()
 
-            srv.on_ws_command = event_first
-            await srv.drop_ws()
+            srv.scripting.on_ws_command = event_first
+            await srv.drop_ws(code=1011, message=b"server restart")
             await expect_event(consumer, Reconnected)
             event = await expect_event(consumer, RfqCreated)
         assert event.msg.id == "raced-the-reply"
 
 
 async def test_reconnected_counts_every_attempt_of_the_outage(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            srv.refuse_handshakes = True
-            await srv.drop_ws()
-            await until(lambda: len(srv.ws_handshakes) >= 4)
-            srv.refuse_handshakes = False
+            await srv.scripting.wait_subscribed(1)
+            srv.faults.update({"refuse_handshakes_seconds": 3600.0})
+            await srv.drop_ws(code=1011, message=b"server restart")
+            await until(lambda: len(srv.scripting.ws_handshakes) >= 4)
+            srv.faults.update({"refuse_handshakes_seconds": 0.0})
             marker = await expect_event(consumer, Reconnected)
-        assert marker.attempts == len(srv.ws_handshakes) - 1 >= 3
+        assert marker.attempts == len(srv.scripting.ws_handshakes) - 1 >= 3
         assert stream.stats.reconnects == 1
 
 
 async def test_subscribe_timeout_leads_to_a_new_connection(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        default = srv.on_ws_command
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         calls = 0
 
-        async def ignore_first(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
+        def ignore_first(command: WsCommand) -> None:
             nonlocal calls
             calls += 1
             if calls > 1:
-                await default(ws, command)
+                command.handle()
 
-        srv.on_ws_command = ignore_first
+        srv.scripting.on_ws_command = ignore_first
         stream = stream_for(srv.ws_url, rsa_key.signer(), subscribe_timeout_seconds=0.2)
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(2)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(2)
+            srv.scripting.send(RFQ_CREATED)
             # The first subscription never existed, so there is no gap to announce.
             await expect_event(consumer, RfqCreated)
-        assert len(srv.ws_handshakes) == 2
+        assert len(srv.scripting.ws_handshakes) == 2
         assert stream.stats.reconnects == 0
 
 
@@ -408,16 +407,16 @@ async def test_subscribe_timeout_leads_to_a_new_connection(rsa_key: TestKey) -> 
 async def test_refused_handshakes_are_retried_until_the_exchange_recovers(
     rsa_key: TestKey,
 ) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        srv.refuse_handshakes = True
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
+        srv.faults.update({"refuse_handshakes_seconds": 3600.0})
         stream = stream_for(srv.ws_url, rsa_key.signer())
         with capture_logs() as logs:
             async with consuming(stream) as consumer:
-                await until(lambda: len(srv.ws_handshakes) >= 3)
+                await until(lambda: len(srv.scripting.ws_handshakes) >= 3)
                 assert not consumer.task.done()
-                srv.refuse_handshakes = False
-                await srv.wait_subscribed(1)
-                await srv.send(RFQ_CREATED)
+                srv.faults.update({"refuse_handshakes_seconds": 0.0})
+                await srv.scripting.wait_subscribed(1)
+                srv.scripting.send(RFQ_CREATED)
                 await expect_event(consumer, RfqCreated)
 
     refusals = [e for e in logs if e["event"] == "ws_handshake_refused"]
@@ -428,7 +427,7 @@ async def test_refused_handshakes_are_retried_until_the_exchange_recovers(
 async def test_unauthenticated_client_keeps_being_refused_without_crashing(
     rsa_key: TestKey,
 ) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, None)
         with capture_logs() as logs:
             async with consuming(stream) as consumer:
@@ -438,8 +437,8 @@ async def test_unauthenticated_client_keeps_being_refused_without_crashing(
                 assert not consumer.task.done()
             await consumer.finished()  # ended cleanly by close(), no exception
 
-    assert not any(shake.auth_ok for shake in srv.ws_handshakes)
-    assert srv.ws_commands == []
+    assert not any(shake.auth_ok for shake in srv.scripting.ws_handshakes)
+    assert srv.scripting.ws_commands == []
     refusals = [e for e in logs if e["event"] == "ws_handshake_refused"]
     assert len(refusals) >= 3
     assert all(e["log_level"] == "error" and e["status"] == 401 for e in refusals)
@@ -452,92 +451,89 @@ async def test_unauthenticated_client_keeps_being_refused_without_crashing(
 @pytest.mark.parametrize("code", [8, 9, 11, 19, 20, 21, 22])
 async def test_fatal_subscribe_error_raises(rsa_key: TestKey, code: int) -> None:
     text = "shard_key must be >= 0 and < shard_factor" if code == 21 else f"error {code}"
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
 
-        async def refuse(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
-            await ws.send_str(orjson.dumps(error_frame(code, text, command["id"])).decode())
+        def refuse(command: WsCommand) -> None:
+            command.send(error_frame(code, text, command.id))
 
-        srv.on_ws_command = refuse
+        srv.scripting.on_ws_command = refuse
         stream = stream_for(srv.ws_url, rsa_key.signer())
         consumer = Consumer(stream)
         with pytest.raises(SubscriptionError) as caught:
             await consumer.next()
         # No retry: the error is about the request, not the moment.
-        assert len(srv.ws_handshakes) == 1
+        assert len(srv.scripting.ws_handshakes) == 1
         assert caught.value.code == str(code)
         assert text in str(caught.value)
-        await until(lambda: not srv.ws_connections)
+        await until(lambda: srv.ws_connection_count == 0)
         assert not stream.stats.connected
 
 
 async def test_already_subscribed_counts_as_subscribed(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
 
-        async def already(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
-            frame = error_frame(6, "Already subscribed", command["id"])
-            await ws.send_str(orjson.dumps(frame).decode())
+        def already(command: WsCommand) -> None:
+            command.send(error_frame(6, "Already subscribed", command.id))
 
-        srv.on_ws_command = already
+        srv.scripting.on_ws_command = already
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
             assert stream.stats.connected
-        assert len(srv.ws_handshakes) == 1
+        assert len(srv.scripting.ws_handshakes) == 1
 
 
 async def test_retryable_subscribe_error_reconnects(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        default = srv.on_ws_command
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         calls = 0
 
-        async def fail_first(ws: web.WebSocketResponse, command: dict[str, Any]) -> None:
+        def fail_first(command: WsCommand) -> None:
             nonlocal calls
             calls += 1
             if calls == 1:
-                frame = error_frame(17, "Internal error", command["id"])
-                await ws.send_str(orjson.dumps(frame).decode())
+                command.send(error_frame(17, "Internal error", command.id))
             else:
-                await default(ws, command)
+                command.handle()
 
-        srv.on_ws_command = fail_first
+        srv.scripting.on_ws_command = fail_first
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(2)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(2)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
-        assert len(srv.ws_handshakes) == 2
+        assert len(srv.scripting.ws_handshakes) == 2
         assert stream.stats.errors == 1
 
 
 async def test_buffer_overflow_forces_a_reconnect(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
-            await srv.send(error_frame(25, "Subscription buffer overflow"))
+            await srv.scripting.wait_subscribed(1)
+            srv.scripting.send(error_frame(25, "Subscription buffer overflow"))
             marker = await expect_event(consumer, Reconnected)
-            await srv.wait_subscribed(2)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(2)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
         assert "25" in marker.reason
-        assert len(srv.ws_handshakes) == 2
+        assert len(srv.scripting.ws_handshakes) == 2
         assert stream.stats.reconnects == 1
         assert stream.stats.errors == 1
 
 
 async def test_other_errors_are_counted_and_the_stream_goes_on(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         with capture_logs() as logs:
             async with consuming(stream) as consumer:
-                await srv.wait_subscribed(1)
-                await srv.send(error_frame(17, "Internal error", 42))
-                await srv.send(RFQ_CREATED)
+                await srv.scripting.wait_subscribed(1)
+                srv.scripting.send(error_frame(17, "Internal error", 42))
+                srv.scripting.send(RFQ_CREATED)
                 await expect_event(consumer, RfqCreated)
         assert stream.stats.errors == 1
-        assert len(srv.ws_handshakes) == 1
+        assert len(srv.scripting.ws_handshakes) == 1
         (entry,) = [e for e in logs if e["event"] == "ws_error_reply"]
         assert entry["code"] == 17
         assert entry["msg"] == "Internal error"
@@ -547,10 +543,10 @@ async def test_other_errors_are_counted_and_the_stream_goes_on(rsa_key: TestKey)
 
 
 async def test_close_ends_the_iterator_while_waiting_for_frames(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         consumer = Consumer(stream)
-        await srv.wait_subscribed(1)
+        await srv.scripting.wait_subscribed(1)
         await until(lambda: stream.stats.connected)
         await asyncio.sleep(0.05)  # the consumer is now parked in recv()
 
@@ -560,13 +556,13 @@ async def test_close_ends_the_iterator_while_waiting_for_frames(rsa_key: TestKey
         await consumer.finished(within=5.0)
         assert consumer.items.empty()
         assert not stream.stats.connected
-        await until(lambda: not srv.ws_connections)
+        await until(lambda: srv.ws_connection_count == 0)
         assert stream_tasks() == []
 
 
 async def test_close_ends_the_iterator_while_in_backoff(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
-        srv.refuse_handshakes = True
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
+        srv.faults.update({"refuse_handshakes_seconds": 3600.0})
         # Every delay is the full 30 s: the stream is certainly asleep when close() comes.
         stream = stream_for(
             srv.ws_url,
@@ -576,14 +572,14 @@ async def test_close_ends_the_iterator_while_in_backoff(rsa_key: TestKey) -> Non
             rng=MaxRandom(),
         )
         consumer = Consumer(stream)
-        await until(lambda: len(srv.ws_handshakes) == 1)
+        await until(lambda: len(srv.scripting.ws_handshakes) == 1)
         await asyncio.sleep(0.05)
 
         await stream.close()
         # Far shorter than the wait close() must cut short (a hang, a 30 s backoff, a
         # 60 s handshake timeout), so finishing at all proves it was interrupted.
         await consumer.finished(within=5.0)
-        assert len(srv.ws_handshakes) == 1
+        assert len(srv.scripting.ws_handshakes) == 1
 
 
 async def test_close_ends_the_iterator_during_a_hanging_handshake(rsa_key: TestKey) -> None:
@@ -616,20 +612,20 @@ async def test_close_ends_the_iterator_during_a_hanging_handshake(rsa_key: TestK
 
 
 async def test_close_before_iterating_yields_nothing(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         await stream.close()
         async with asyncio.timeout(1):
             items = [item async for item in stream.events()]
         assert items == []
-        assert srv.ws_handshakes == []
+        assert srv.scripting.ws_handshakes == []
 
 
 async def test_cancelling_the_consumer_closes_the_connection(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         consumer = Consumer(stream)
-        await srv.wait_subscribed(1)
+        await srv.scripting.wait_subscribed(1)
         await until(lambda: stream.stats.connected)
 
         consumer.task.cancel()
@@ -637,15 +633,15 @@ async def test_cancelling_the_consumer_closes_the_connection(rsa_key: TestKey) -
             await asyncio.wait({consumer.task})
         assert consumer.task.cancelled()
         assert not stream.stats.connected
-        await until(lambda: not srv.ws_connections)
+        await until(lambda: srv.ws_connection_count == 0)
         assert stream_tasks() == []
 
 
 async def test_events_cannot_be_iterated_twice_at_once(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         async with consuming(stream):
-            await srv.wait_subscribed(1)
+            await srv.scripting.wait_subscribed(1)
             with pytest.raises(RuntimeError, match="already"):
                 await anext(stream.events())
 
@@ -718,7 +714,7 @@ async def test_unanswered_pings_are_detected_and_lead_to_a_reconnect() -> None:
 
 
 class Blackhole:
-    """A TCP relay to the fake exchange; a frozen link silently drops bytes both ways."""
+    """A TCP relay to the mock exchange; a frozen link silently drops bytes both ways."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -781,26 +777,26 @@ async def test_a_silent_network_path_is_detected_and_leads_to_a_reconnect(
     rsa_key: TestKey,
 ) -> None:
     async with (
-        FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv,
+        MockExchange.scripted({KEY_ID: rsa_key.public}) as srv,
         Blackhole(srv.port) as hole,
     ):
         stream = stream_for(
             hole.url, rsa_key.signer(), ping_interval_seconds=0.1, ping_timeout_seconds=0.25
         )
         async with consuming(stream) as consumer:
-            await srv.wait_subscribed(1)
+            await srv.scripting.wait_subscribed(1)
             await until(lambda: stream.stats.connected)
             hole.freeze_all()  # nothing gets through any more, not even a close frame
             marker = await expect_event(consumer, Reconnected)
-            await srv.wait_subscribed(2)
-            await srv.send(RFQ_CREATED)
+            await srv.scripting.wait_subscribed(2)
+            srv.scripting.send(RFQ_CREATED)
             await expect_event(consumer, RfqCreated)
         assert "keepalive ping timeout" in marker.reason
         assert stream.stats.reconnects == 1
 
 
 async def test_close_from_inside_the_consuming_loop(rsa_key: TestKey) -> None:
-    async with FakeKalshi(public_keys={KEY_ID: rsa_key.public}) as srv:
+    async with MockExchange.scripted({KEY_ID: rsa_key.public}) as srv:
         stream = stream_for(srv.ws_url, rsa_key.signer())
         seen: list[Event | Reconnected] = []
 
@@ -810,10 +806,10 @@ async def test_close_from_inside_the_consuming_loop(rsa_key: TestKey) -> None:
                 await stream.close()
 
         task = asyncio.create_task(consume())
-        await srv.wait_subscribed(1)
-        await srv.send(rfq_created("first"))
-        await srv.send(rfq_created("never-delivered"))
+        await srv.scripting.wait_subscribed(1)
+        srv.scripting.send(rfq_created("first"))
+        srv.scripting.send(rfq_created("never-delivered"))
         async with asyncio.timeout(2):
             await task
         assert [item.msg.id for item in seen if isinstance(item, RfqCreated)] == ["first"]
-        await until(lambda: not srv.ws_connections)
+        await until(lambda: srv.ws_connection_count == 0)

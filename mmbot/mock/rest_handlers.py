@@ -70,6 +70,7 @@ class RestHandlers:
         *,
         authed: Callable[[AuthedHandler], Endpoint],
         optionally_authed: Callable[[Endpoint], Endpoint],
+        unsigned: Callable[[Endpoint], Endpoint],
     ) -> None:
         """Register every REST endpoint, wrapping each in the authentication it needs."""
         signed: list[tuple[str, str, AuthedHandler]] = [
@@ -98,7 +99,7 @@ class RestHandlers:
             # credentials that are sent must be valid.
             ("GET", "/markets", optionally_authed(self._list_markets)),
             ("GET", "/markets/{ticker}", optionally_authed(self._get_market)),
-            ("GET", "/exchange/status", self._exchange_status),
+            ("GET", "/exchange/status", unsigned(self._exchange_status)),
         ]
         for method, path, authed_handler in signed:
             router.add_route(method, REST_PREFIX + path, authed(authed_handler))

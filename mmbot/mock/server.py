@@ -30,6 +30,8 @@ The rest lives in modules of its own, each documenting its part of the protocol:
 * :mod:`mmbot.mock.control`: the ``/_mock/`` control endpoints (faults, settlement, frames,
   rate limit, benchmark), for tests and operators;
 * :mod:`mmbot.mock.ratelimit`: the per-user write token bucket and Kalshi's token costs;
+* :mod:`mmbot.mock.scripting`: the in-process test API (``MockExchange.scripting``):
+  scripted REST replies and routes, raw WebSocket frames, command hooks, a request record;
 * :mod:`mmbot.mock.bench_probe`: benchmark timing on the exchange's clock.
 """
 
@@ -69,6 +71,7 @@ from mmbot.mock.markets import market_wire
 from mmbot.mock.ratelimit import DEFAULT_WRITE_COST, QUOTE_WRITE_COST, TokenBucket, write_cost
 from mmbot.mock.records import ExchangeEvent, User
 from mmbot.mock.rest_handlers import RestHandlers
+from mmbot.mock.scripting import Scripting
 from mmbot.mock.sim import generate_markets
 from mmbot.mock.wire import MockApiError, bad_request, wire_count
 from mmbot.mock.ws import (
@@ -195,6 +198,8 @@ class MockExchange:
         )
         self._auth = Authenticator(self.config, self.faults)
         self._connections: set[Connection] = set()
+        #: Scripted replies, raw frames and the request record, for client tests.
+        self.scripting = Scripting(self._auth, lambda: self._connections)
         self.bench = BenchProbe()
         self.bench_source: BenchSource | None = None
         self._write_rate = self.config.write_tokens_per_second
@@ -215,6 +220,17 @@ class MockExchange:
         self._exchange.listeners.append(self._broadcast)
         self._exchange.partial_fill = self.faults.partial_fill
         self._exchange.fill_listing_delay = self.faults.fill_listing_delay
+
+    @classmethod
+    def scripted(
+        cls, public_keys: Mapping[str, PublicKey] | None = None, config: MockConfig | None = None
+    ) -> MockExchange:
+        """A mock for client tests: ``public_keys`` registered, every request recorded."""
+        mock = cls(config)
+        for key_id, public_key in (public_keys or {}).items():
+            mock.register_key(key_id, public_key)
+        mock.scripting.recording = True
+        return mock
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -430,6 +446,8 @@ class MockExchange:
         try:
             if is_rest:
                 self.stats.requests += 1
+                if self.scripting.recording:
+                    await self.scripting.record_request(request)
                 latency_ms = self.faults.config.latency_ms
                 if latency_ms > 0:
                     self.stats.delayed_responses += 1
@@ -483,14 +501,22 @@ class MockExchange:
                 if fault == 500:
                     self.stats.injected_5xx += 1
                     return error_response(500, "internal_error", "injected failure (mock fault)")
+            if self.scripting.answers:
+                scripted = await self.scripting.answer(request)
+                if scripted is not None:
+                    return scripted
             return await handler(request, user)
 
         return endpoint
 
     def _add_routes(self, app: web.Application) -> None:
         router = app.router
+        scripting = self.scripting
         self._rest.add_routes(
-            router, authed=self._authed, optionally_authed=self._auth.optionally_authed
+            router,
+            authed=self._authed,
+            optionally_authed=lambda h: self._auth.optionally_authed(scripting.wrap(h)),
+            unsigned=scripting.wrap,
         )
         router.add_route("GET", WS_PATH, self._websocket)
         self._control.add_routes(router)
@@ -568,6 +594,8 @@ class MockExchange:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         self.stats.ws_handshakes += 1
+        if self.scripting.recording:
+            self.scripting.record_handshake(request)
         if self._closing:
             return error_response(503, "service_unavailable", "the mock exchange is shutting down")
         if self.faults.refusing_handshakes():
@@ -587,7 +615,10 @@ class MockExchange:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
-                    conn.handle_text(msg.data)
+                    if self.scripting.watching_ws:
+                        self.scripting.handle_ws_text(conn, msg.data)
+                    else:
+                        conn.handle_text(msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     conn.reply(
                         {

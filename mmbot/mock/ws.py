@@ -137,9 +137,9 @@ class _Timed:
 
 @dataclass(frozen=True, slots=True)
 class _Raw:
-    """Queue item: a text frame sent exactly as given (no ``sending_ts_ms`` is added)."""
+    """Queue item: a frame sent exactly as given (no ``sending_ts_ms``); bytes go as binary."""
 
-    text: str
+    text: str | bytes
 
 
 _PING: Final = _Ping()
@@ -245,7 +245,10 @@ class Connection:
                     await self.ws.send_str(_stamped(item.text))
                     self.server.stats.frames_sent += 1
                 elif isinstance(item, _Raw):
-                    await self.ws.send_str(item.text)
+                    if isinstance(item.text, bytes):
+                        await self.ws.send_bytes(item.text)
+                    else:
+                        await self.ws.send_str(item.text)
                     self.server.stats.frames_sent += 1
                 else:
                     # Stamped here rather than when queued: it is the exchange's send time.
@@ -323,6 +326,10 @@ class Connection:
                 break
             sent += 1
         return sent
+
+    def send_exact(self, data: str | bytes) -> bool:
+        """Queue ``data`` as one frame, exactly as given, whatever this connection subscribed."""
+        return self._put(_Raw(data))
 
     def _release_held(self) -> None:
         held = self._held
