@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,35 +13,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mmbot.kalshi.auth import PrivateKey, PublicKey, Signer
+from mmbot.kalshi.auth import PrivateKey
 from mmbot.logs import clear_registered_secrets, configure_logging, reset_logging
 from tests.support.env import clear_mmbot_env
+from tests.support.keys import TestKey
 
 if TYPE_CHECKING:
     from tests.support.daemon import Daemons, Venue
-
-KEY_ID = "0b5e2f7a-6c1d-4e8b-9a3f-1d2c3b4a5e6f"
-
-# Slow suites and tests whose modules are being reworked elsewhere right now, so they cannot
-# carry their own `pytestmark = pytest.mark.slow` yet. Drop an entry once its module does.
-SLOW_ELSEWHERE = (
-    "tests/test_bench.py",
-    "tests/test_quoting.py::test_no_interleaving_confirms_past_a_limit",
-    "tests/test_mock_contract.py::test_every_endpoint_matches_the_document",
-    "tests/test_mock_server.py::test_cli_serves_until_sigint_and_whoami_works_against_it",
-    "tests/test_journal.py::test_a_replaced_journal_file_is_noticed_while_idle_and_left_alone",
-)
-
-
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests named in SLOW_ELSEWHERE slow, as their modules will themselves."""
-    for item in items:
-        if any(
-            item.nodeid == name or item.nodeid.startswith((f"{name}::", f"{name}["))
-            for name in SLOW_ELSEWHERE
-        ):
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -51,26 +28,6 @@ def _reset_logging_after_test() -> Iterator[None]:
     yield
     reset_logging()
     clear_registered_secrets()
-
-
-@dataclass(frozen=True)
-class TestKey:
-    """A generated private key with its PEM encodings and public half."""
-
-    __test__ = False  # not a test class, despite the name
-
-    kind: str
-    private: PrivateKey
-    pkcs8_pem: bytes
-    # PKCS#1 ("BEGIN RSA PRIVATE KEY") exists only for RSA.
-    pkcs1_pem: bytes | None
-
-    @property
-    def public(self) -> PublicKey:
-        return self.private.public_key()
-
-    def signer(self, key_id: str = KEY_ID) -> Signer:
-        return Signer(key_id, self.private)
 
 
 def _pem(key: PrivateKey, fmt: serialization.PrivateFormat) -> bytes:

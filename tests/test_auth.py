@@ -18,7 +18,7 @@ from mmbot.kalshi.auth import (
     signing_message,
     verify_signature,
 )
-from tests.conftest import KEY_ID, TestKey
+from tests.support.keys import KEY_ID, TestKey
 
 
 def test_signing_message_is_timestamp_method_path_without_query() -> None:

@@ -19,6 +19,9 @@ from mmbot.bench.stats import cdf_points, percentile, ratio, summarize_ns
 from mmbot.kalshi.auth import KalshiAuth, Signer
 from mmbot.mock.server import BenchProbe, MockConfig, MockExchange, TokenBucket, write_cost
 
+# A tiny full benchmark run and live sockets: seconds, not milliseconds.
+pytestmark = pytest.mark.slow
+
 # --------------------------------------------------------------------------- statistics
 
 

@@ -51,7 +51,6 @@ from mmbot.mock.driver import rfq_body
 from mmbot.mock.exchange import QuoteRecord, User
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import RfqPlan, SimMarket
-from tests.conftest import TestKey
 from tests.support.daemon import (
     FLAT,
     MAKER_KEY_ID,
@@ -65,6 +64,7 @@ from tests.support.daemon import (
     subprocess_config,
 )
 from tests.support.env import clear_mmbot_env
+from tests.support.keys import TestKey
 from tests.support.polling import eventually
 
 # Minutes of real daemons under injected faults: CI runs it, the inner loop does not.

@@ -1065,6 +1065,7 @@ async def test_a_deleted_journal_file_turns_the_journal_unhealthy(db_path: Path)
     assert [run.run_id for run in fresh.runs()] == [fresh.run_id]
 
 
+@pytest.mark.slow  # waits for the idle writer's once-a-second check of the file
 async def test_a_replaced_journal_file_is_noticed_while_idle_and_left_alone(
     db_path: Path, tmp_path: Path
 ) -> None:

@@ -48,8 +48,8 @@ from mmbot.kalshi.auth import KalshiAuth, Signer
 from mmbot.kalshi.models import MalformedMessage, UnknownMessage, parse_message
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import CENT_GRID
-from tests.conftest import KEY_ID, TestKey
-from tests.polling import eventually
+from tests.support.keys import KEY_ID, TestKey
+from tests.support.polling import eventually
 
 CONTRACT_DIR = Path(__file__).parent / "contract"
 SPEC_PATH = CONTRACT_DIR / "kalshi-openapi.yaml"
@@ -262,6 +262,7 @@ async def contract(rsa_key: TestKey, ed25519_key: TestKey) -> AsyncIterator[Cont
         yield Contract(mock)
 
 
+@pytest.mark.slow  # every endpoint of the document over sockets
 async def test_every_endpoint_matches_the_document(
     contract: Contract, rsa_key: TestKey, ed25519_key: TestKey
 ) -> None:

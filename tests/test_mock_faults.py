@@ -20,27 +20,13 @@ from mmbot.kalshi.ws import Reconnected
 from mmbot.mock.exchange import User
 from mmbot.mock.faults import FaultConfig, FaultConfigError, Faults
 from mmbot.mock.server import MockConfig, MockExchange
-from mmbot.mock.sim import CENT_GRID, SimMarket
-from tests.conftest import KEY_ID, TestKey
-from tests.polling import eventually
-from tests.streams import consuming_mock
+from tests.support.factories import cent_market
+from tests.support.keys import KEY_ID, TestKey
+from tests.support.mock import rest
+from tests.support.polling import eventually
+from tests.support.streams import consuming_mock
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def rest(mock: MockExchange, signer: Signer) -> KalshiRestClient:
-    """A client that never retries, so every injected failure surfaces.
-
-    Its write bucket is huge: after a 429 the client empties its own bucket, and the
-    default refill would make each later write wait a tenth of a second.
-    """
-    return KalshiRestClient(
-        mock.rest_url,
-        signer,
-        retry_deadline_seconds=0.0,
-        write_tokens_per_second=1_000_000,
-        write_bucket_capacity=1_000_000,
-    )
 
 
 @contextlib.asynccontextmanager
@@ -112,7 +98,7 @@ def test_fault_draws_are_reproducible_under_the_seed() -> None:
 async def test_write_429_fraction(rsa_key: TestKey) -> None:
     async with running(FaultConfig(write_429_fraction=1.0), rsa_key) as (mock, _):
         ticker = next(iter(mock.exchange.markets))
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             with pytest.raises(RateLimitedError) as caught:
                 await client.create_rfq(ticker, contracts="3")
             assert caught.value.status == 429
@@ -129,7 +115,7 @@ async def test_write_429_fraction(rsa_key: TestKey) -> None:
 async def test_write_429_fraction_set_through_the_control_endpoint(rsa_key: TestKey) -> None:
     async with running(FaultConfig(), rsa_key) as (mock, _):
         tickers = list(mock.exchange.markets)
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             await client.create_rfq(tickers[0], contracts="3")
             assert (await set_faults(mock, write_429_fraction=1.0))["write_429_fraction"] == 1.0
             with pytest.raises(RateLimitedError):
@@ -141,7 +127,7 @@ async def test_write_429_fraction_set_through_the_control_endpoint(rsa_key: Test
 
 async def test_a_partial_429_fraction_rejects_some_writes(rsa_key: TestKey) -> None:
     async with running(FaultConfig(write_429_fraction=0.5), rsa_key) as (mock, _):
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             outcomes = []
             for ticker in list(mock.exchange.markets)[:16]:
                 try:
@@ -156,7 +142,7 @@ async def test_a_partial_429_fraction_rejects_some_writes(rsa_key: TestKey) -> N
 async def test_write_5xx_fraction(rsa_key: TestKey) -> None:
     async with running(FaultConfig(write_5xx_fraction=1.0), rsa_key) as (mock, _):
         ticker = next(iter(mock.exchange.markets))
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             with pytest.raises(ServerError) as caught:
                 await client.create_rfq(ticker, contracts="3")
             assert caught.value.status == 500
@@ -168,14 +154,14 @@ async def test_write_5xx_fraction(rsa_key: TestKey) -> None:
 
 async def test_latency_is_added_to_every_rest_response(rsa_key: TestKey) -> None:
     async with running(FaultConfig(latency_ms=15), rsa_key) as (mock, _):
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             await client.get_communications_id()
             await client.list_markets(limit=1)
             await client.get_exchange_status()
         assert mock.stats.delayed_responses == 3
         assert mock.stats.injected_latency_ms == 45
         await set_faults(mock, latency_ms=0)  # control endpoints are never delayed
-        async with rest(mock, rsa_key.signer()) as client:
+        async with rest(mock, rsa_key.signer(), unthrottled_writes=True) as client:
             await client.get_exchange_status()
         assert mock.stats.delayed_responses == 3
 
@@ -283,11 +269,6 @@ async def two_parties(
         yield mock, requester, maker
 
 
-def cent_market(mock: MockExchange, skip: int = 0) -> SimMarket:
-    markets = [m for m in mock.exchange.markets.values() if not m.hvm and m.grid == CENT_GRID]
-    return markets[skip]
-
-
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
     await eventually(lambda: predicate() or None, what, within=5.0)
 
@@ -377,7 +358,7 @@ async def test_quote_deletes_answer_503_while_the_knob_runs(
 async def test_clock_skew_makes_good_signatures_too_old(rsa_key: TestKey) -> None:
     async with (
         running(FaultConfig(clock_skew_seconds=5), rsa_key) as (mock, user),
-        rest(mock, rsa_key.signer()) as client,
+        rest(mock, rsa_key.signer(), unthrottled_writes=True) as client,
     ):
         # Inside the 30 s window a skew changes nothing.
         assert await client.get_communications_id() == user.communications_id
@@ -426,8 +407,8 @@ async def test_partial_fills_reach_fills_positions_and_balances(
     faults = FaultConfig(partial_fill_fraction=1.0)
     async with (
         two_parties(rsa_key, ed25519_key, faults) as (mock, requester, _),
-        rest(mock, ed25519_key.signer(MAKER_KEY_ID)) as maker_client,
-        rest(mock, rsa_key.signer()) as requester_client,
+        rest(mock, ed25519_key.signer(MAKER_KEY_ID), unthrottled_writes=True) as maker_client,
+        rest(mock, rsa_key.signer(), unthrottled_writes=True) as requester_client,
         consuming_mock(mock, ed25519_key.signer(MAKER_KEY_ID)) as maker_ws,
     ):
         ticker = cent_market(mock).ticker
@@ -465,7 +446,7 @@ async def test_fills_are_listed_late_while_positions_move_at_once(
     faults = FaultConfig(fill_listing_delay_seconds=3600)
     async with (
         two_parties(rsa_key, ed25519_key, faults) as (mock, requester, _),
-        rest(mock, ed25519_key.signer(MAKER_KEY_ID)) as maker_client,
+        rest(mock, ed25519_key.signer(MAKER_KEY_ID), unthrottled_writes=True) as maker_client,
     ):
         await confirm_after_acceptance(mock, requester, maker_client, contracts="4")
         await wait_for(lambda: len(mock.exchange.fills) == 2, "the execution")
@@ -495,7 +476,7 @@ async def accepted_frames(
     async with (
         consuming_mock(mock, maker_signer) as maker_ws,
         consuming_mock(mock, requester_signer) as requester_ws,
-        rest(mock, maker_signer) as maker_client,
+        rest(mock, maker_signer, unthrottled_writes=True) as maker_client,
     ):
         market = cent_market(mock)
         rfq = mock.exchange.create_rfq(

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -43,10 +41,13 @@ from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.mock.driver import partial_contracts
 from mmbot.mock.exchange import ExchangeEvent
 from mmbot.mock.server import MockConfig, MockExchange
-from mmbot.mock.sim import CENT_GRID, SimMarket
-from tests.conftest import KEY_ID, TestKey
-from tests.polling import eventually
-from tests.streams import consuming_mock
+from mmbot.mock.sim import SimMarket
+from tests.support.env import clear_mmbot_env, subprocess_env
+from tests.support.factories import cent_market
+from tests.support.keys import KEY_ID, TestKey
+from tests.support.mock import now_ms, rest
+from tests.support.polling import eventually
+from tests.support.streams import consuming_mock
 
 MAKER_KEY_ID = "maker-key-7c41"
 # Short enough that a whole accept/confirm/execute cycle takes a fraction of a second,
@@ -55,17 +56,6 @@ FAST = 0.02
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def rest(mock: MockExchange, signer: Signer | None) -> KalshiRestClient:
-    """A client that never retries, so each failure surfaces at once."""
-    return KalshiRestClient(mock.rest_url, signer, retry_deadline_seconds=0.0)
-
-
-def standard_market(mock: MockExchange, skip: int = 0) -> SimMarket:
-    """A non-HVM market on the one-cent grid (its bid/ask format to 2 decimals)."""
-    markets = [m for m in mock.exchange.markets.values() if not m.hvm and m.grid == CENT_GRID]
-    return markets[skip]
 
 
 @pytest.fixture
@@ -92,12 +82,8 @@ async def test_signed_requests_work_with_rsa_and_ed25519_keys(any_key: TestKey) 
             assert await client.get_communications_id() == user.communications_id
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _shifted_ms(offset_ms: int) -> int:
-    return _now_ms() + offset_ms
+    return now_ms() + offset_ms
 
 
 @pytest.mark.parametrize(
@@ -118,8 +104,8 @@ async def test_bad_authentication_is_401_with_an_error_body(
         "unsigned": None,
         # Registered key id, but signed with another key (the maker's).
         "other_key": Signer(KEY_ID, ed25519_key.private),
-        "stale": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: _now_ms() - window_ms - 5000),
-        "future": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: _now_ms() + window_ms + 5000),
+        "stale": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: now_ms() - window_ms - 5000),
+        "future": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: now_ms() + window_ms + 5000),
         "unknown_key_id": Signer("nobody-registered-this", rsa_key.private),
     }
     signer = signers[case]
@@ -203,7 +189,7 @@ async def test_markets_filters_pagination_and_orderbook(
         with pytest.raises(BadRequestError):
             await client.list_markets(status="bogus")
 
-        ticker = standard_market(mock).ticker
+        ticker = cent_market(mock).ticker
         book = await client.get_orderbook(ticker, depth=3)
         # Up to three levels a side; fewer when the touch sits near the end of the grid.
         assert 0 < len(book.yes) <= 3
@@ -221,7 +207,7 @@ async def test_markets_filters_pagination_and_orderbook(
 
 
 async def test_errors_keep_the_documented_body_shape(mock: MockExchange, rsa_key: TestKey) -> None:
-    ticker = standard_market(mock).ticker
+    ticker = cent_market(mock).ticker
     async with rest(mock, rsa_key.signer()) as client:
         with pytest.raises(NotFoundError) as missing:
             await client.get_rfq("no-such-rfq")
@@ -307,7 +293,7 @@ async def test_control_endpoints(mock: MockExchange) -> None:
         assert state["rfqs"] == state["quotes"] == state["fills"] == 0
         assert state["faults"]["duplicate_fraction"] == 0.5
 
-        ticker = standard_market(mock).ticker
+        ticker = cent_market(mock).ticker
         for bad_rfq in (
             {"market_ticker": "NOPE", "contracts_fp": "5"},
             {"market_ticker": ticker},
@@ -343,7 +329,7 @@ def test_partial_acceptances_are_whole_contracts_within_the_offer() -> None:
 async def test_full_requester_maker_flow_over_rest_and_ws(
     mock: MockExchange, rsa_key: TestKey, ed25519_key: TestKey
 ) -> None:
-    market = standard_market(mock)
+    market = cent_market(mock)
     yes_bid, no_bid = market.yes_bid(), market.no_bid()
     contracts = Decimal(10)
     requester_signer, maker_signer = rsa_key.signer(), ed25519_key.signer(MAKER_KEY_ID)
@@ -405,7 +391,7 @@ async def test_full_requester_maker_flow_over_rest_and_ws(
 async def test_a_simulated_requester_accepts_a_makers_quote(
     mock: MockExchange, ed25519_key: TestKey
 ) -> None:
-    market = standard_market(mock)
+    market = cent_market(mock)
     maker_signer = ed25519_key.signer(MAKER_KEY_ID)
     async with rest(mock, maker_signer) as maker, consuming_mock(mock, maker_signer) as maker_ws:
         async with httpx.AsyncClient(headers=mock.control_headers) as http:
@@ -514,12 +500,6 @@ async def test_a_failing_driver_loop_is_restarted(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMBOT_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 async def _read_banner(process: asyncio.subprocess.Process) -> dict[str, str]:
     """Read the startup banner up to the WS env line; return the KEY=VALUE lines."""
     assert process.stdout is not None
@@ -539,8 +519,9 @@ async def _read_banner(process: asyncio.subprocess.Process) -> dict[str, str]:
     return dict(line.strip().split("=", 1) for line in lines if line.startswith("MMBOT_KALSHI__"))
 
 
+@pytest.mark.slow  # starts the mock's CLI as a child process
 async def test_cli_serves_until_sigint_and_whoami_works_against_it() -> None:
-    env = _clean_env()
+    env = subprocess_env(ignore_case=False, PYTHONUNBUFFERED="1")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -611,9 +592,7 @@ def test_cli_rejects_bad_values_in_one_line(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("MMBOT_"):
-            monkeypatch.delenv(name)
+    clear_mmbot_env(monkeypatch, ignore_case=False)
     assert cli.main(["mock-exchange", *argv]) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -670,7 +649,7 @@ async def trade_over_rest(
 async def test_settle_pays_out_closes_rfqs_and_finalizes_the_market(
     mock: MockExchange, rsa_key: TestKey, ed25519_key: TestKey
 ) -> None:
-    market = standard_market(mock)
+    market = cent_market(mock)
     yes_bid = market.yes_bid()
     requester_signer, maker_signer = rsa_key.signer(), ed25519_key.signer(MAKER_KEY_ID)
     async with (
@@ -723,12 +702,12 @@ async def test_settle_pays_out_closes_rfqs_and_finalizes_the_market(
         state = (await control.get(control_url(mock, "state"))).json()
         assert state["settled_markets"] == [market.ticker]
     # The Python entry point does the same.
-    other = standard_market(mock, skip=1)
+    other = cent_market(mock, skip=1)
     assert mock.settle(other.ticker, "no")["market"]["result"] == "no"
 
 
 async def test_settled_time_filters_on_markets(mock: MockExchange) -> None:
-    market = standard_market(mock)
+    market = cent_market(mock)
     mock.settle(market.ticker, "no")
     stamp = int(market.settled_time.timestamp()) if market.settled_time else 0
     async with httpx.AsyncClient() as http:
@@ -759,7 +738,7 @@ async def test_injected_frames_reach_every_subscriber_or_one_user(
             "rfq_id": "r-forged",
             "quote_creator_id": stranger.communications_id,  # another maker's quote
             "rfq_creator_id": "comm_x",
-            "market_ticker": standard_market(mock).ticker,
+            "market_ticker": cent_market(mock).ticker,
             "yes_bid_dollars": "0.4000",
             "no_bid_dollars": "0.5000",
             "accepted_side": "yes",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,8 @@ from mmbot.mock.exchange import User
 from mmbot.mock.faults import FaultConfig
 from mmbot.mock.server import MockConfig, MockExchange, shard_of
 from mmbot.mock.sim import SimMarket
-from tests.conftest import KEY_ID, TestKey
+from tests.support.keys import KEY_ID, TestKey
+from tests.support.mock import now_ms
 
 MAKER_KEY_ID = "maker-key-7c41"
 OBSERVER_KEY_ID = "observer-key-19ad"
@@ -115,10 +115,6 @@ def quote_body(market: SimMarket, rfq_id: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- handshake
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @pytest.mark.parametrize("case", ["unsigned", "other_key", "stale", "unknown_key_id"])
 async def test_a_bad_handshake_is_refused_with_401(
     mock: MockExchange,
@@ -131,7 +127,7 @@ async def test_a_bad_handshake_is_refused_with_401(
     signer = {
         "unsigned": None,
         "other_key": Signer(KEY_ID, ed25519_key.private),
-        "stale": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: _now_ms() - window_ms - 5000),
+        "stale": Signer(KEY_ID, rsa_key.private, clock_ms=lambda: now_ms() - window_ms - 5000),
         "unknown_key_id": Signer("nobody-registered-this", rsa_key.private),
     }[case]
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
@@ -527,7 +523,7 @@ async def test_every_frame_is_stamped_with_the_exchange_send_time(
 ) -> None:
     ws = await connect(session, mock, rsa_key.signer())
     async with closing(ws):
-        before_ms = time.time_ns() // 1_000_000
+        before_ms = now_ms()
         await send(ws, {"id": 1, "cmd": "subscribe", "params": {"channels": ["communications"]}})
         await send(ws, {"id": 2, "cmd": "no_such_command"})
         await send(ws, {"id": 3, "cmd": "list_subscriptions"})

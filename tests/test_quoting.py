@@ -2,27 +2,26 @@
 test that no interleaving of RFQs, accepts, confirms, executions, voids, expiries, requotes and
 reconnects makes the daemon confirm a fill that breaks a risk limit.
 
-Nothing here opens a socket or waits on the wall clock: the exchange is :class:`FakeExchange`
-(the REST methods the manager calls, with scriptable outcomes and calls that can be parked to
-force an interleaving), and the manager's timers (quote TTL, execution check) are captured by
-:class:`VirtualTimers` and fired by the test.
+Nothing here opens a socket or waits on the wall clock: the harness in
+:mod:`tests.support.quoting` puts the manager over :class:`FakeExchange` (the REST methods it
+calls, with scriptable outcomes and calls that can be parked to force an interleaving), and
+its timers (quote TTL, execution check) are captured by :class:`VirtualTimers` and fired by the
+test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,34 +35,26 @@ from hypothesis.stateful import (
 )
 from structlog.testing import capture_logs
 
-from mmbot.config import QuotesSettings, Settings
-from mmbot.engine import Engine
 from mmbot.journal import CreatedQuote, Journal
 from mmbot.kalshi.errors import (
     BadRequestError,
-    ConflictError,
     NotFoundError,
     ServerError,
     TransportError,
 )
 from mmbot.kalshi.models import (
-    Fill,
     MakerFill,
     Market,
-    MarketPosition,
     PriceRange,
-    Quote,
     QuoteAcceptedMsg,
     QuoteExecutedMsg,
     Rfq,
     Side,
 )
 from mmbot.kalshi.ratelimit import Shed
-from mmbot.kalshi.rest import Page, validate_quote_prices
 from mmbot.marketdata import MarketData, reference_mid
 from mmbot.quoting import (
     LiveQuote,
-    QuoteGateway,
     QuoteManager,
     confirm_window_seconds,
     expected_value,
@@ -83,633 +74,32 @@ from mmbot.strategy import (
     MarketView,
     QuoteIntent,
     Route,
-    Strategy,
     StrategyParams,
     StrategyRouter,
     build_strategy,
 )
+from tests.support.clock import FakeClock
+from tests.support.factories import CENT_GRID, TAILS_GRID, kalshi_market
+from tests.support.quoting import (
+    MARKET_TTL,
+    QUOTES,
+    RISK_NOW,
+    Boom,
+    ExQuote,
+    FakeExchange,
+    Harness,
+    Outcome,
+    RecordingJournal,
+    VirtualTimers,
+    engine_for,
+)
 
 D = Decimal
 
-CENT_GRID = (PriceRange(start=D(0), end=D(1), step=D("0.01")),)
-# Kalshi's "tails" structure: tenths of a cent near 0 and 1, cents in between.
-SUBPENNY_TAILS_GRID = (
-    PriceRange(start=D(0), end=D("0.10"), step=D("0.001")),
-    PriceRange(start=D("0.10"), end=D("0.90"), step=D("0.01")),
-    PriceRange(start=D("0.90"), end=D(1), step=D("0.001")),
-)
 NICKEL_GRID = (PriceRange(start=D("0.05"), end=D("0.95"), step=D("0.05")),)
 
-LIMITS = RiskLimits(
-    max_contracts_per_rfq=D(100),
-    max_position_per_market=D(100),
-    max_exposure_dollars=D(1000),
-    max_open_quotes=10,
-    max_daily_loss_dollars=D(100),
-)
-QUOTES = QuotesSettings(
-    min_edge=D("0.01"), ttl_seconds=10.0, requote_threshold=D("0.02"), rest_remainder=False
-)
-RISK_NOW = datetime(2025, 6, 2, 15, 0, tzinfo=UTC)
-MARKET_TTL = 5.0
 
-
-# --------------------------------------------------------------------------- timers
-
-
-@dataclass
-class VirtualTimer:
-    kind: str  # "ttl" or "execution_check"
-    delay: float
-    live: LiveQuote | None
-    handle: asyncio.TimerHandle
-    callback: Callable[..., object]
-    args: tuple[object, ...]
-
-
-class VirtualTimers:
-    """Captures the manager's ``loop.call_later`` timers so a test fires them when it wants.
-
-    Only callbacks defined inside QuoteManager are captured; asyncio's own timers (and any
-    other library's) still go to the real loop.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._real = loop.call_later
-        self.timers: list[VirtualTimer] = []
-
-    def install(self) -> None:
-        self._loop.call_later = self.call_later  # type: ignore[method-assign]
-
-    def uninstall(self) -> None:
-        if "call_later" in vars(self._loop):
-            del self._loop.call_later  # type: ignore[method-assign]
-
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: object, context: Any = None
-    ) -> asyncio.TimerHandle:
-        qualname = getattr(callback, "__qualname__", "")
-        if not qualname.startswith("QuoteManager."):
-            return self._real(delay, callback, *args, context=context)
-        handle = asyncio.TimerHandle(self._loop.time() + delay, callback, args, self._loop, context)
-        if "_arm_expiry" in qualname:
-            kind = "ttl"
-        elif "execution" in qualname or "_confirm" in qualname:
-            kind = "execution_check"
-        else:
-            kind = qualname
-        live = inspect.getclosurevars(callback).nonlocals.get("live")
-        self.timers.append(VirtualTimer(kind, delay, live, handle, callback, args))
-        return handle
-
-    def armed(self, kind: str, live: LiveQuote | None = None) -> list[VirtualTimer]:
-        return [
-            t
-            for t in self.timers
-            if t.kind == kind and not t.handle.cancelled() and (live is None or t.live is live)
-        ]
-
-    def fire(self, timer: VirtualTimer) -> None:
-        """Run a timer's callback as the loop would when it falls due (call inside the loop)."""
-        self.timers.remove(timer)
-        if not timer.handle.cancelled():
-            timer.callback(*timer.args)
-
-    def fire_all(self, kind: str) -> int:
-        due = self.armed(kind)
-        for timer in due:
-            self.fire(timer)
-        return len(due)
-
-
-# --------------------------------------------------------------------------- the fake exchange
-
-
-@dataclass
-class ExQuote:
-    """One quote as the exchange sees it."""
-
-    id: str
-    rfq: Rfq
-    yes_bid: Decimal
-    no_bid: Decimal
-    status: str = "open"  # open, accepted, confirmed, executed, cancelled
-    side: Side | None = None
-    contracts: Decimal | None = None
-
-    @property
-    def market(self) -> str:
-        return self.rfq.market_ticker
-
-    def offered(self, side: Side) -> Decimal:
-        price = self.yes_bid if side == "yes" else self.no_bid
-        if price <= 0:
-            return D(0)
-        if self.rfq.contracts_fp is not None:
-            return self.rfq.contracts_fp
-        assert self.rfq.target_cost_dollars is not None
-        return (self.rfq.target_cost_dollars / price).to_integral_value(rounding=ROUND_FLOOR)
-
-
-@dataclass
-class Parked:
-    """A REST call held until the test releases it (ok or not)."""
-
-    name: str
-    args: dict[str, Any]
-    future: asyncio.Future[bool]
-
-
-Outcome = BaseException | Literal["ok", "refuse", "ambiguous"]
-
-
-class FakeExchange:
-    """The REST methods QuoteManager and MarketData call, backed by an in-memory exchange.
-
-    * Every call records itself, then yields once (a network round trip is a point where
-      other tasks run).
-    * ``script[name]`` holds outcomes for the next calls of ``name``: an exception is raised
-      without any effect. For ``confirm_quote`` "refuse" is a definite refusal and
-      "ambiguous" lands the confirm and then raises a 502, as a lost response would.
-    * While ``hold`` is set, create/delete/confirm calls park until :meth:`release`. A parked
-      create or delete takes effect when released; a parked confirm lands at once and only
-      its answer waits (released not-ok, the answer is a 502).
-    """
-
-    def __init__(self) -> None:
-        self.markets: dict[str, Market] = {}
-        self.rfqs: dict[str, Rfq] = {}
-        self.closed_rfqs: set[str] = set()
-        self.quotes: dict[str, ExQuote] = {}
-        # What GET /portfolio/positions reports: contracts and cost per market.
-        self.positions: dict[str, tuple[Decimal, Decimal]] = {}
-        # What GET /portfolio/fills reports: the maker's fills, by order id.
-        self.fills: dict[str, list[Fill]] = defaultdict(list)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.script: dict[str, list[Outcome]] = defaultdict(list)
-        self.hold = False
-        self.confirm_outcome: Outcome = "ok"
-        self.parked: list[Parked] = []
-        # Confirms received for a quote already confirmed.
-        self.duplicate_confirms: list[str] = []
-        # Hooks for the property test: called as a create or a confirm reaches the exchange.
-        self.on_create: Callable[[dict[str, Any]], None] | None = None
-        self.on_confirm: Callable[[ExQuote], None] | None = None
-        self._ids = itertools.count(1)
-
-    # -- test helpers
-
-    def calls_to(self, name: str) -> list[dict[str, Any]]:
-        return [args for called, args in self.calls if called == name]
-
-    def add_market(self, market: Market) -> None:
-        self.markets[market.ticker] = market
-
-    def add_rfq(self, rfq: Rfq) -> None:
-        self.rfqs[rfq.id] = rfq
-
-    def quote(self, quote_id: str) -> Quote:
-        """The REST view of a quote (``GET /communications/quotes/{id}``)."""
-        q = self.quotes[quote_id]
-        return Quote(
-            id=q.id,
-            rfq_id=q.rfq.id,
-            creator_id="me",
-            market_ticker=q.market,
-            yes_bid_dollars=q.yes_bid,
-            no_bid_dollars=q.no_bid,
-            status=q.status,
-            accepted_side=q.side,
-            contracts_fp=q.contracts if q.contracts is not None else q.rfq.contracts_fp,
-            yes_contracts_fp=q.offered("yes"),
-            no_contracts_fp=q.offered("no"),
-            creator_order_id=f"order-{q.id}",
-        )
-
-    def accept(self, quote_id: str, side: Side, contracts: Decimal) -> QuoteAcceptedMsg:
-        """A requester accepts one side of an open quote; returns the event it causes."""
-        q = self.quotes[quote_id]
-        assert q.status == "open", q
-        q.status, q.side, q.contracts = "accepted", side, contracts
-        return self.accepted_msg(q)
-
-    def accepted_msg(self, q: ExQuote) -> QuoteAcceptedMsg:
-        return QuoteAcceptedMsg(
-            quote_id=q.id,
-            rfq_id=q.rfq.id,
-            quote_creator_id="me",
-            rfq_creator_id="them",
-            market_ticker=q.market,
-            yes_bid_dollars=q.yes_bid,
-            no_bid_dollars=q.no_bid,
-            yes_contracts_offered_fp=q.offered("yes"),
-            no_contracts_offered_fp=q.offered("no"),
-            accepted_side=q.side,
-            contracts_accepted_fp=q.contracts,
-        )
-
-    def execute(
-        self, quote_id: str, filled: Decimal | None = None, *, listed: bool = True
-    ) -> QuoteExecutedMsg:
-        """Execute a confirmed quote; ``filled`` less than accepted is a partial fill.
-
-        Unless ``listed`` is False (fills trailing the event), the maker's fill is listed
-        under the execution's order id.
-        """
-        q = self.quotes[quote_id]
-        assert q.status == "confirmed", q
-        q.status = "executed"
-        assert q.side is not None
-        assert q.contracts is not None
-        if listed:
-            self.list_fill(quote_id, q.contracts if filled is None else filled)
-        return QuoteExecutedMsg(
-            quote_id=q.id,
-            rfq_id=q.rfq.id,
-            quote_creator_id="me",
-            order_id=f"order-{q.id}",
-            market_ticker=q.market,
-        )
-
-    def list_fill(self, quote_id: str, count: Decimal) -> None:
-        q = self.quotes[quote_id]
-        assert q.side is not None
-        price = q.yes_bid if q.side == "yes" else q.no_bid
-        yes_price = price if q.side == "yes" else 1 - price
-        self.fills[f"order-{q.id}"].append(
-            Fill(
-                order_id=f"order-{q.id}",
-                ticker=q.market,
-                side=q.side,
-                outcome_side=q.side,
-                action="buy",
-                count_fp=count,
-                yes_price_dollars=yes_price,
-                no_price_dollars=1 - yes_price,
-            )
-        )
-
-    def void(self, quote_id: str) -> None:
-        q = self.quotes[quote_id]
-        assert q.status in ("accepted", "confirmed"), q
-        q.status = "cancelled"
-
-    def close_rfq(self, rfq_id: str) -> None:
-        """The RFQ goes away; the exchange withdraws the open quotes on it."""
-        self.closed_rfqs.add(rfq_id)
-        for q in self.quotes.values():
-            if q.rfq.id == rfq_id and q.status == "open":
-                q.status = "cancelled"
-
-    def release(self, parked: Parked, ok: bool = True) -> None:
-        self.parked.remove(parked)
-        parked.future.set_result(ok)
-
-    # -- REST
-
-    async def _call(self, name: str, **args: Any) -> tuple[Outcome, bool]:
-        """Record a call; return its scripted outcome and whether it was released ok."""
-        self.calls.append((name, args))
-        held = self.hold and name in ("create_quote", "delete_quote", "confirm_quote")
-        await asyncio.sleep(0)
-        scripted = self.script.get(name)
-        outcome: Outcome
-        if scripted:
-            outcome = scripted.pop(0)
-        elif name == "confirm_quote":
-            outcome = self.confirm_outcome
-        else:
-            outcome = "ok"
-        if not held or name == "confirm_quote":
-            return outcome, True
-        return outcome, await self._park(name, args)
-
-    async def _park(self, name: str, args: dict[str, Any]) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.parked.append(Parked(name, args, future))
-        return await future
-
-    async def create_quote(
-        self,
-        rfq_id: str,
-        yes_bid: Decimal,
-        no_bid: Decimal,
-        *,
-        rest_remainder: bool = False,
-        post_only: bool = True,
-        subaccount: int | None = None,
-        deadline_seconds: float | None = None,
-        value: Decimal | None = None,
-        shed_at: float | None = None,
-    ) -> str:
-        # The real client refuses a malformed quote before anything is sent.
-        validate_quote_prices(yes_bid, no_bid)
-        args = {
-            "rfq_id": rfq_id,
-            "yes_bid": yes_bid,
-            "no_bid": no_bid,
-            "rest_remainder": rest_remainder,
-            "post_only": post_only,
-            "deadline_seconds": deadline_seconds,
-            "value": value,
-            "shed_at": shed_at,
-        }
-        if self.on_create is not None:
-            self.on_create(args)
-        outcome, released_ok = await self._call("create_quote", **args)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if not released_ok:
-            raise BadRequestError("invalid_parameters", status=400, code="invalid_parameters")
-        if rfq_id in self.closed_rfqs:
-            raise BadRequestError("RFQ is closed", status=400, code="RFQ_CLOSED")
-        # A maker's new quote on an RFQ replaces its previous open one.
-        for q in self.quotes.values():
-            if q.rfq.id == rfq_id and q.status == "open":
-                q.status = "cancelled"
-        quote_id = f"q{next(self._ids)}"
-        rfq = self.rfqs.get(rfq_id) or Rfq(id=rfq_id, market_ticker="?")
-        self.quotes[quote_id] = ExQuote(quote_id, rfq, D(yes_bid), D(no_bid))
-        return quote_id
-
-    async def delete_quote(
-        self, quote_id: str, *, rfq_id: str | None = None, deadline_seconds: float | None = None
-    ) -> None:
-        outcome, released_ok = await self._call(
-            "delete_quote", quote_id=quote_id, rfq_id=rfq_id, deadline_seconds=deadline_seconds
-        )
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if not released_ok:
-            raise ServerError("bad gateway", status=502)
-        q = self.quotes.get(quote_id)
-        if q is None or q.status in ("cancelled", "executed"):
-            raise NotFoundError("quote not found", status=404, code="not_found")
-        if q.status == "confirmed":
-            raise ConflictError("quote is confirmed", status=409, code="conflict")
-        # Withdrawing an accepted, unconfirmed quote voids the acceptance.
-        q.status = "cancelled"
-
-    async def confirm_quote(
-        self, quote_id: str, *, rfq_id: str | None = None, deadline_seconds: float | None = None
-    ) -> None:
-        held = self.hold
-        outcome, _ = await self._call(
-            "confirm_quote", quote_id=quote_id, rfq_id=rfq_id, deadline_seconds=deadline_seconds
-        )
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if outcome == "refuse":
-            raise ConflictError("quote can no longer be confirmed", status=409, code="conflict")
-        q = self.quotes.get(quote_id)
-        if q is None or q.status not in ("accepted", "confirmed"):
-            raise ConflictError("quote is not accepted", status=409, code="conflict")
-        if q.status == "confirmed":
-            self.duplicate_confirms.append(quote_id)
-        if q.status == "accepted":
-            if self.on_confirm is not None:
-                self.on_confirm(q)
-            q.status = "confirmed"
-        if held and not await self._park("confirm_quote", {"quote_id": quote_id}):
-            raise ServerError("bad gateway", status=502)
-        if outcome == "ambiguous":
-            raise ServerError("bad gateway", status=502)
-
-    async def get_quote(self, quote_id: str, *, rfq_id: str | None = None) -> Quote:
-        outcome, _ = await self._call("get_quote", quote_id=quote_id, rfq_id=rfq_id)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if quote_id not in self.quotes:
-            raise NotFoundError("quote not found", status=404)
-        return self.quote(quote_id)
-
-    async def get_market(self, ticker: str) -> Market:
-        outcome, _ = await self._call("get_market", ticker=ticker)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if ticker not in self.markets:
-            raise NotFoundError("market not found", status=404)
-        return self.markets[ticker]
-
-    async def list_markets(
-        self, *, tickers: list[str] | None = None, limit: int | None = None, **_: Any
-    ) -> Page[Market]:
-        await self._call("list_markets", tickers=tickers)
-        wanted = tickers if tickers is not None else list(self.markets)
-        return Page([self.markets[t] for t in wanted if t in self.markets], None)
-
-    # Listings used by Engine reconciliation.
-
-    async def iter_positions(self, **_: Any) -> AsyncIterator[MarketPosition]:
-        for ticker, (contracts, cost) in list(self.positions.items()):
-            yield MarketPosition(ticker=ticker, position_fp=contracts, market_exposure_dollars=cost)
-
-    async def iter_quotes(self, *, status: str | None = None, **_: Any) -> AsyncIterator[Quote]:
-        for q in list(self.quotes.values()):
-            if status is None or q.status == status:
-                yield self.quote(q.id)
-
-    async def iter_rfqs(self, **_: Any) -> AsyncIterator[Rfq]:
-        for rfq in ():
-            yield rfq
-
-    async def iter_fills(self, *, order_id: str | None = None, **_: Any) -> AsyncIterator[Fill]:
-        outcome, _ = await self._call("list_fills", order_id=order_id)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        for fill in list(self.fills.get(order_id or "", [])):
-            yield fill
-
-
-def _as_gateway(exchange: FakeExchange) -> QuoteGateway:
-    """mypy checks the fake against QuoteGateway here: a drift of either fails type-checking."""
-    return exchange
-
-
-# --------------------------------------------------------------------------- journal, strategies
-
-
-class RecordingJournal:
-    """Records ``record_*`` calls; each is checked against the real Journal's signature.
-
-    It also answers the readers the engine uses from what it recorded, as the real journal
-    would from its file.
-    """
-
-    path = Path("recording-journal")
-    run_id = "test-run"
-    last_error: str | None = None
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, dict[str, Any]]] = []
-        self.healthy = True
-
-    def quotes_created(self, quote_ids: Any) -> dict[str, CreatedQuote]:
-        wanted = set(quote_ids)
-        found: dict[str, CreatedQuote] = {}
-        for kind, row in self.rows:
-            if kind in ("quote_created", "quote_replaced") and row["quote_id"] in wanted:
-                found[row["quote_id"]] = CreatedQuote(
-                    quote_id=row["quote_id"],
-                    rfq_id=row["rfq_id"],
-                    market=row["market"],
-                    yes_bid=row["yes_bid"],
-                    no_bid=row["no_bid"],
-                    contracts=row.get("contracts"),
-                    reference=row.get("reference"),
-                    strategy=row.get("strategy"),
-                    run_id=self.run_id,
-                )
-        return found
-
-    def realized_pnl_since(self, since: datetime) -> Decimal:
-        return sum((row["realized_pnl_change"] for row in self.of("position_changed")), D(0))
-
-    def runs(self) -> list[Any]:
-        return []
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        real = getattr(Journal, name, None)
-        if not name.startswith("record_") or real is None:
-            raise AttributeError(name)
-        signature = inspect.signature(real)
-
-        def record(*args: Any, **kwargs: Any) -> None:
-            # A call the real journal would reject must fail here too.
-            signature.bind(None, *args, **kwargs)
-            self.rows.append((name.removeprefix("record_"), kwargs))
-
-        return record
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.rows]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [row for k, row in self.rows if k == kind]
-
-
-class Boom(Strategy[StrategyParams]):
-    """A strategy whose quote() raises."""
-
-    name = "boom"
-    Params = StrategyParams
-
-    def quote(self, rfq: Rfq, market: MarketView) -> QuoteIntent | None:
-        raise ZeroDivisionError("strategy bug")
-
-
-def market(
-    ticker: str,
-    bid: str | None = "0.48",
-    ask: str | None = "0.52",
-    *,
-    hvm: bool = False,
-    grid: tuple[PriceRange, ...] = CENT_GRID,
-) -> Market:
-    return Market(
-        ticker=ticker,
-        event_ticker=ticker.rsplit("-", 1)[0],
-        yes_bid_dollars=D(bid) if bid is not None else None,
-        yes_ask_dollars=D(ask) if ask is not None else None,
-        price_ranges=grid,
-        mve_collection_ticker="KXMVE-COMBO" if hvm else None,
-    )
-
-
-class FloatClock:
-    """A settable monotonic clock for MarketData."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-# --------------------------------------------------------------------------- unit-test harness
-
-
-class Harness:
-    """A QuoteManager wired to the fake exchange, real MarketData, real RiskBook, fixed_spread."""
-
-    def __init__(
-        self,
-        timers: VirtualTimers,
-        *,
-        limits: RiskLimits = LIMITS,
-        quotes: QuotesSettings = QUOTES,
-        journal: Any = None,
-    ) -> None:
-        self.timers = timers
-        self.exchange = FakeExchange()
-        for ticker in ("M-1", "M-2", "M-3", "X-1", "B-1"):
-            self.exchange.add_market(market(ticker))
-        self.exchange.add_market(market("M-HVM", hvm=True))
-        self.clock = FloatClock()
-        self.market_data = MarketData(
-            self.exchange,  # type: ignore[arg-type]
-            ttl_seconds=MARKET_TTL,
-            refresh_seconds=1.0,
-            clock=self.clock,
-        )
-        self.risk = RiskBook(limits, clock=lambda: RISK_NOW)
-        self.market_data.price_listeners.append(self.risk.mark)
-        self.journal = journal if journal is not None else RecordingJournal()
-        self.strategy = build_strategy("fixed_spread", {"half_spread": "0.02"})
-        self.router = StrategyRouter(
-            [Route(("M-*",), self.strategy), Route(("B-*",), Boom(StrategyParams()))]
-        )
-        # Withdrawal retries and fill look-ups wait through this, not the wall clock.
-        self.sleeps: list[float] = []
-        self.qm = QuoteManager(
-            self.exchange,
-            self.market_data,
-            self.router,
-            self.risk,
-            self.journal,
-            quotes,
-            sleep=self._sleep,
-        )
-        self.market_data.on_refresh = self.qm.on_market
-        self._rfq_ids = itertools.count(1)
-
-    async def _sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        await asyncio.sleep(0)
-
-    def rfq(self, ticker: str = "M-1", contracts: str | None = "10", **extra: Any) -> Rfq:
-        rfq = Rfq(
-            id=f"rfq-{next(self._rfq_ids)}",
-            market_ticker=ticker,
-            event_ticker=ticker.rsplit("-", 1)[0],
-            contracts_fp=D(contracts) if contracts is not None else None,
-            **extra,
-        )
-        self.exchange.add_rfq(rfq)
-        return rfq
-
-    async def quoted(self, ticker: str = "M-1", contracts: str = "10") -> tuple[Rfq, str]:
-        """Quote a fresh RFQ; return it and the id of the quote sent."""
-        rfq = self.rfq(ticker, contracts)
-        await self.qm.on_rfq(rfq)
-        live = self.live(rfq)
-        assert live.state == "open"
-        assert live.quote_id is not None
-        return rfq, live.quote_id
-
-    def live(self, rfq: Rfq) -> LiveQuote:
-        found = [q for q in self.qm.live() if q.rfq.id == rfq.id]
-        assert len(found) == 1, found
-        return found[0]
-
-    async def settle(self, rounds: int = 20) -> None:
-        """Let every runnable task run until it blocks (on a parked call) or finishes."""
-        for _ in range(rounds):
-            await asyncio.sleep(0)
-
-    def skipped(self) -> list[str]:
-        return [row["reason"] for row in self.journal.of("rfq_skipped")]
+# --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
@@ -737,7 +127,7 @@ def h(make: Callable[..., Harness]) -> Harness:
 
 # --------------------------------------------------------------------------- shape_prices
 
-GRIDS = {"cent": CENT_GRID, "subpenny_tails": SUBPENNY_TAILS_GRID, "nickel": NICKEL_GRID}
+GRIDS = {"cent": CENT_GRID, "subpenny_tails": TAILS_GRID, "nickel": NICKEL_GRID}
 
 
 def view_on(grid: tuple[PriceRange, ...]) -> MarketView:
@@ -807,7 +197,7 @@ def test_shape_prices_examples() -> None:
     # Over the edge: both sides give up half of the excess, then round down.
     assert shape_prices(D("0.55"), D("0.50"), cents, D("0.01")) == (D("0.52"), D("0.47"))
     # Sub-penny prices in the tails keep their tenths of a cent, but not in the middle.
-    tails = view_on(SUBPENNY_TAILS_GRID)
+    tails = view_on(TAILS_GRID)
     assert shape_prices(D("0.0456"), D("0.9456"), tails, D("0.005")) == (D("0.045"), D("0.945"))
     assert shape_prices(D("0.4567"), D("0.4"), tails, D("0.01")) == (D("0.45"), D("0.40"))
     # Below the first grid price a side is declined, not rounded up.
@@ -1146,7 +536,7 @@ async def test_cancel_all_deletes_every_open_quote(h: Harness) -> None:
 
 async def move(h: Harness, ticker: str, bid: str | None, ask: str | None) -> None:
     """The market moves and the periodic refresh sees it."""
-    h.exchange.add_market(market(ticker, bid, ask))
+    h.exchange.add_market(kalshi_market(ticker, bid, ask))
     await h.market_data.refresh([ticker])
     await h.qm.wait_idle()
 
@@ -1647,7 +1037,7 @@ async def test_accept_of_the_old_quote_while_its_replacement_is_in_flight(h: Har
     rfq, old = await h.quoted()
     # The mid moves; the replacement is on its way when the requester accepts the old quote.
     h.exchange.hold = True
-    h.exchange.add_market(market("M-1", "0.52", "0.56"))
+    h.exchange.add_market(kalshi_market("M-1", "0.52", "0.56"))
     await h.market_data.refresh(["M-1"])
     await h.settle()
     [create] = h.exchange.parked
@@ -1673,7 +1063,7 @@ async def test_accept_of_the_old_quote_while_its_replacement_is_in_flight(h: Har
 async def test_ttl_firing_while_a_replacement_is_in_flight(h: Harness) -> None:
     await h.quoted()
     h.exchange.hold = True
-    h.exchange.add_market(market("M-1", "0.52", "0.56"))
+    h.exchange.add_market(kalshi_market("M-1", "0.52", "0.56"))
     await h.market_data.refresh(["M-1"])
     await h.settle()
     [create] = h.exchange.parked
@@ -1691,10 +1081,10 @@ async def test_ttl_firing_while_a_replacement_is_in_flight(h: Harness) -> None:
 async def test_two_requotes_at_once_leave_one_quote(h: Harness) -> None:
     rfq, _ = await h.quoted()
     h.exchange.hold = True
-    h.exchange.add_market(market("M-1", "0.52", "0.56"))
+    h.exchange.add_market(kalshi_market("M-1", "0.52", "0.56"))
     await h.market_data.refresh(["M-1"])
     await h.settle()
-    h.exchange.add_market(market("M-1", "0.56", "0.60"))
+    h.exchange.add_market(kalshi_market("M-1", "0.56", "0.60"))
     await h.market_data.refresh(["M-1"])
     await h.settle()
     h.exchange.hold = False
@@ -1776,24 +1166,6 @@ async def test_an_adopted_confirmed_quote_holds_its_own_watch_on_the_market(
 # --------------------------------------------------------------------------- other modules
 
 
-def engine_for(h: Harness) -> Engine:
-    """An Engine over the harness's exchange, book and market data, managing its quotes."""
-    engine = Engine(
-        Settings.model_construct(quotes=QUOTES),
-        rest=h.exchange,  # type: ignore[arg-type]
-        stream=None,  # type: ignore[arg-type]
-        journal=h.journal,
-        risk=h.risk,
-        router=h.router,
-        market_data=h.market_data,
-        quotes=h.qm,
-    )
-    # Retries and fill look-ups wait on the harness's clock, as the harness's own do.
-    engine.quotes._sleep = h._sleep
-    h.qm = engine.quotes
-    return engine
-
-
 async def test_engine_reconcile_does_not_count_an_executed_fill_twice(h: Harness) -> None:
     # settle_from_rest commits; it must run before positions are reloaded, or a fill already
     # inside the exchange's position is added on top of it.
@@ -1841,7 +1213,7 @@ async def test_a_settlement_that_cannot_be_looked_up_keeps_the_position_until_it
     assert h.journal.of("position_changed") == []
     assert h.risk.realized_pnl_today() == 0
     h.exchange.add_market(
-        market("M-1").model_copy(update={"result": "no", "settlement_value_dollars": D(0)})
+        kalshi_market("M-1").model_copy(update={"result": "no", "settlement_value_dollars": D(0)})
     )
     await engine.reconcile("timer")
     [settled] = h.journal.of("position_changed")
@@ -1933,7 +1305,7 @@ async def test_a_strategy_ttl_overrides_the_configured_one(h: Harness) -> None:
 async def test_empty_book_gives_strategies_no_mid(h: Harness) -> None:
     # Kalshi shows an empty side as 0 (no bid) or 1 (no ask); that is no price to quote
     # around, for the strategies as for requoting (reference_mid).
-    h.exchange.add_market(market("M-1", "0", "1"))
+    h.exchange.add_market(kalshi_market("M-1", "0", "1"))
     await h.market_data.ensure_fresh("M-1")
     view = h.market_data.view("M-1", D(0))
     assert view is not None
@@ -2072,7 +1444,7 @@ def ceil_dollars(value: Fraction) -> Decimal:
 
 def prop_market(ticker: str, mid: str) -> Market:
     cent = D("0.01")
-    return market(ticker, str(D(mid) - cent), str(D(mid) + cent), hvm=ticker == "M-H")
+    return kalshi_market(ticker, str(D(mid) - cent), str(D(mid) + cent), hvm=ticker == "M-H")
 
 
 # Arguments come bundled into one value so that these rules sort before the rule that runs
@@ -2165,7 +1537,7 @@ class QuotingMachine(RuleBasedStateMachine):
             self.exchange,  # type: ignore[arg-type]
             ttl_seconds=MARKET_TTL,
             refresh_seconds=1.0,
-            clock=FloatClock(),
+            clock=FakeClock(1000.0),
         )
         self.limits = LOOSE
         self.risk = RiskBook(self.limits, clock=lambda: RISK_NOW)
@@ -2621,6 +1993,7 @@ class QuotingMachine(RuleBasedStateMachine):
         )
 
 
+@pytest.mark.slow  # hundreds of generated interleavings, each on a fresh loop
 def test_no_interleaving_confirms_past_a_limit() -> None:
     with capture_logs():
         run_state_machine_as_test(

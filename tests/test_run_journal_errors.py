@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from mmbot.journal import Journal
+from tests.support.env import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp_path: Path, journal: Path) -> subprocess.CompletedProcess[str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MMBOT_")}
-    env["PYTHONPATH"] = str(REPO)
+    env = subprocess_env(ignore_case=False, PYTHONPATH=str(REPO))
     # --journal.path given explicitly: a dry-run otherwise journals into a temporary file.
     return subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [

@@ -37,8 +37,9 @@ from mmbot.kalshi.errors import NotFoundError, ServerError, TransportError
 from mmbot.kalshi.http import AiohttpTransport
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.mock.server import MockConfig, MockExchange
-from mmbot.mock.sim import CENT_GRID
-from tests.conftest import KEY_ID, TestKey
+from tests.support.factories import cent_market
+from tests.support.keys import KEY_ID, TestKey
+from tests.support.net import free_port
 
 MAKER_KEY_ID = "maker-key-transport"
 #: The errors after which rest.py treats a request as certainly not sent.
@@ -70,7 +71,7 @@ def _client(mock: MockExchange, signer: object, transport: AiohttpTransport) -> 
 async def test_rest_client_get_post_put_delete_through_the_mock(
     mock: MockExchange, rsa_key: TestKey, ed25519_key: TestKey
 ) -> None:
-    market = next(m for m in mock.exchange.markets.values() if not m.hvm and m.grid == CENT_GRID)
+    market = cent_market(mock)
     async with (
         _client(mock, rsa_key.signer(), AiohttpTransport()) as requester,
         _client(mock, ed25519_key.signer(MAKER_KEY_ID), AiohttpTransport()) as maker,
@@ -249,14 +250,6 @@ def replying(*responses: bytes, keep: bool = True) -> Script:
 def client(url: str, transport: AiohttpTransport | None = None, **kw: object) -> httpx.AsyncClient:
     """An httpx client over a fresh AiohttpTransport."""
     return httpx.AsyncClient(base_url=url, transport=transport or AiohttpTransport(), **kw)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # ----------------------------------------------------------------------------- HTTP/1.1

@@ -11,6 +11,8 @@
 * :mod:`tests.support.streams` - consuming a CommunicationsStream as the daemon does.
 * :mod:`tests.support.polling` - waiting, within a bound, for a running system to get there.
 * :mod:`tests.support.net` - loopback ports for servers a test starts.
+* :mod:`tests.support.keys` - the API key id and the TestKey type the key fixtures make.
+* :mod:`tests.support.mock` - a REST client of a running mock that never retries; now_ms.
 * :mod:`tests.support.metric_contract` - the metric names and labels operators rely on.
 * :mod:`tests.support.chaos_report` - ``python -m tests.support.chaos_report``: the chaos table.
 

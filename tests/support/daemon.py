@@ -39,8 +39,8 @@ from mmbot.mock.exchange import QuoteRecord, User
 from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import SimMarket
 from mmbot.strategy import MarketView, QuoteIntent, Strategy, StrategyParams
-from tests.conftest import TestKey
 from tests.support.env import subprocess_env
+from tests.support.keys import TestKey
 from tests.support.polling import eventually
 
 # Kalshi's timers times 0.05: 1.5 s to confirm a standard market, 0.75 s to execution.

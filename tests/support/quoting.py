@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from mmbot.config import QuotesSettings, Settings
 from mmbot.engine import Engine
@@ -34,9 +34,10 @@ from mmbot.kalshi.models import (
     Rfq,
     Side,
 )
-from mmbot.kalshi.rest import Page, validate_quote_prices
+from mmbot.kalshi.rest import Page
+from mmbot.kalshi.wire import validate_quote_prices
 from mmbot.marketdata import MarketData
-from mmbot.quoting import LiveQuote, QuoteManager
+from mmbot.quoting import LiveQuote, QuoteGateway, QuoteManager
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import (
     MarketView,
@@ -96,7 +97,7 @@ class VirtualTimers:
 
     def uninstall(self) -> None:
         if "call_later" in vars(self._loop):
-            del self._loop.call_later  # type: ignore[method-assign]
+            del self._loop.call_later
 
     def call_later(
         self, delay: float, callback: Callable[..., object], *args: object, context: Any = None
@@ -463,15 +464,21 @@ class FakeExchange:
                 yield self.quote(q.id)
 
     async def iter_rfqs(self, **_: Any) -> AsyncIterator[Rfq]:
-        for rfq in ():
+        none: tuple[Rfq, ...] = ()
+        for rfq in none:
             yield rfq
 
     async def iter_fills(self, *, order_id: str | None = None, **_: Any) -> AsyncIterator[Fill]:
-        outcome, _ = await self._call("list_fills", order_id=order_id)
+        outcome, _done = await self._call("list_fills", order_id=order_id)
         if isinstance(outcome, BaseException):
             raise outcome
         for fill in list(self.fills.get(order_id or "", [])):
             yield fill
+
+
+def _as_gateway(exchange: FakeExchange) -> QuoteGateway:
+    """mypy checks the fake against QuoteGateway here: a drift of either fails type-checking."""
+    return exchange
 
 
 # --------------------------------------------------------------------------- journal, strategies
@@ -586,7 +593,7 @@ class Harness:
             self.market_data,
             self.router,
             self.risk,
-            self.journal,
+            cast(Journal, self.journal),  # a RecordingJournal checked against Journal's API
             quotes,
             sleep=self._sleep,
         )
@@ -637,7 +644,7 @@ def engine_for(h: Harness) -> Engine:
         Settings.model_construct(quotes=QUOTES),
         rest=h.exchange,  # type: ignore[arg-type]
         stream=None,  # type: ignore[arg-type]
-        journal=h.journal,
+        journal=cast(Journal, h.journal),
         risk=h.risk,
         router=h.router,
         market_data=h.market_data,
