@@ -33,6 +33,20 @@ YES_BID = "0.0100"
 NO_BID = "0.0100"
 
 
+#: What a baseline quoter counts and prints at exit; the harness reads them by name.
+COUNTERS = (
+    "frames",
+    "quotes_sent",
+    "quotes_ok",
+    "quotes_429",
+    "quotes_failed",
+    "confirms_sent",
+    "confirms_ok",
+    "confirms_429",
+    "confirms_failed",
+)
+
+
 class Baseline:
     """The naive quoter's state: one HTTP client and a handful of counters."""
 
@@ -40,17 +54,7 @@ class Baseline:
         self.rest_url = rest_url.rstrip("/")
         self.ws_url = ws_url
         self.signer = signer
-        self.counts: dict[str, int] = {
-            "frames": 0,
-            "quotes_sent": 0,
-            "quotes_ok": 0,
-            "quotes_429": 0,
-            "quotes_failed": 0,
-            "confirms_sent": 0,
-            "confirms_ok": 0,
-            "confirms_429": 0,
-            "confirms_failed": 0,
-        }
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         # Held only so that running tasks are not garbage collected mid-flight.
         self._tasks: set[asyncio.Task[None]] = set()
 

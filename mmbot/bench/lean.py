@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 import websockets
 
-from mmbot.bench.baseline import NO_BID, YES_BID
+from mmbot.bench.baseline import COUNTERS, NO_BID, YES_BID
 from mmbot.kalshi.auth import Signer
 
 __all__ = ["LeanQuoter", "main"]
@@ -53,17 +53,7 @@ class LeanQuoter:
         # Kalshi signs the path without the host: computed once, not per request.
         self._quotes_path = urlsplit(self.rest_url).path + "/communications/quotes"
         self._quotes_url = self.rest_url + "/communications/quotes"
-        self.counts: dict[str, int] = {
-            "frames": 0,
-            "quotes_sent": 0,
-            "quotes_ok": 0,
-            "quotes_429": 0,
-            "quotes_failed": 0,
-            "confirms_sent": 0,
-            "confirms_ok": 0,
-            "confirms_429": 0,
-            "confirms_failed": 0,
-        }
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         # Held only so that running tasks are not garbage collected mid-flight.
         self._tasks: set[asyncio.Task[None]] = set()
 
