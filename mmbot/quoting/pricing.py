@@ -1,8 +1,10 @@
 """Pricing an RFQ: from the strategy's prices to the quote we send, or why we send none.
 
-:func:`price_quote` is the whole decision, as one pure function: it reads nothing but its
-arguments, keeps no state and logs nothing. The daemon calls it for every RFQ and every
-requote; a replay of recorded RFQs can call it the same way and get the same answers.
+:func:`price_quote` is the whole decision, as one function of its arguments: it keeps no
+state and logs nothing. The daemon calls it for every RFQ and every requote; a replay of
+recorded RFQs can call it the same way and get the same answers, given a risk check that
+is itself deterministic (the daemon's RiskBook reads its clock to roll the P&L day over,
+so a replay gives it the recording's clock).
 """
 
 from __future__ import annotations
