@@ -219,6 +219,21 @@ def test_flags_exist_for_exactly_the_scalar_non_secret_keys(spec: ConfigKey) -> 
 # --------------------------------------------------------------------------- quick start
 
 
+def test_a_bare_metal_install_uses_the_images_lock_and_script() -> None:
+    # The image installs with docker/install.sh from requirements.lock; a host without a
+    # container must get the same versions, not whatever pip resolves that day.
+    image_steps = [
+        line.removeprefix("RUN ").split()[:2]
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.startswith("RUN docker/install.sh")
+    ]
+    assert image_steps == [["docker/install.sh", "deps"], ["docker/install.sh", "app"]]
+    blocks = [code for lang, code in fenced_blocks(section("Deployment")) if lang == "sh"]
+    bare = next(code for code in blocks if "docker/install.sh" in code)
+    steps = [line.split()[:2] for line in bare.splitlines() if "docker/install.sh" in line]
+    assert steps == image_steps
+
+
 def test_quick_start_is_two_commands_and_the_second_is_what_ci_runs() -> None:
     blocks = fenced_blocks(section("Quick start"))
     assert [lang for lang, _ in blocks] == ["sh"], "Quick start must hold one sh code block"
