@@ -28,7 +28,13 @@ from typing import Any, Final, Protocol
 import orjson
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -40,6 +46,7 @@ from mmbot.logs import records_dropped
 __all__ = [
     "FAMILIES",
     "MAX_LABEL_VALUES",
+    "PROCESS_FAMILIES",
     "Health",
     "Metrics",
     "MetricsServer",
@@ -119,6 +126,19 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_rate_limit_waiters": "gauge",
     "mmbot_tasks_in_flight": "gauge",
     "mmbot_log_records_dropped_total": "counter",
+}
+
+
+#: The process's own figures, from prometheus_client's process collector (read from /proc,
+#: so exported on Linux only): CPU, memory, file descriptors and start time. The last one
+#: shows restarts.
+PROCESS_FAMILIES: Final[dict[str, str]] = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
 }
 
 
@@ -209,6 +229,9 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         reg = self.registry
         self._source: Monitored | None = None
+        # A scrape reads a handful of small /proc files: kernel memory, not disk, so the
+        # event loop that serves /metrics is not held up.
+        ProcessCollector(registry=reg)
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
             # prometheus_client appends _total itself.

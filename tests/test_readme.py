@@ -24,7 +24,7 @@ import pytest
 
 from mmbot.cli import build_parser
 from mmbot.config import ENV_NESTED_DELIMITER, ENV_PREFIX, ConfigKey, config_keys
-from mmbot.observability import FAMILIES
+from mmbot.observability import FAMILIES, PROCESS_FAMILIES
 from mmbot.strategy import load_strategy_class
 from tests.support.env import subprocess_env
 
@@ -296,12 +296,13 @@ def test_every_mmbot_command_in_the_readme_parses(argv: list[str]) -> None:
 
 def test_every_metric_family_is_documented_and_no_other() -> None:
     rows = table_rows(section("Metrics and health"))
-    documented = {_code(row[0]): row for row in rows if row[0].startswith("`mmbot_")}
-    missing = set(FAMILIES) - set(documented)
-    unknown = set(documented) - set(FAMILIES)
+    families = FAMILIES | PROCESS_FAMILIES
+    documented = {_code(row[0]): row for row in rows if row[0].startswith(("`mmbot_", "`process_"))}
+    missing = set(families) - set(documented)
+    unknown = set(documented) - set(families)
     assert not missing, f"metric families missing from the README: {sorted(missing)}"
     assert not unknown, f"README metrics that do not exist: {sorted(unknown)}"
-    wrong_type = [name for name, row in documented.items() if row[1] != FAMILIES[name]]
+    wrong_type = [name for name, row in documented.items() if row[1] != families[name]]
     assert not wrong_type, f"README gives the wrong type for: {wrong_type}"
 
 
