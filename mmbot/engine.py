@@ -655,6 +655,7 @@ class Engine:
             read_waiters=self.rest.read_bucket.waiting,
             write_waiters=self.rest.write_bucket.waiting,
             tasks_in_flight=self.tasks.in_flight,
+            positions={market: p.contracts for market, p in self.risk.positions().items()},
             health=self.health(),
         )
 

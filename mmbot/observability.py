@@ -20,7 +20,7 @@ quote or market id is ever a label.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -117,6 +117,8 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_daily_loss_limit_dollars": "gauge",
     "mmbot_unrealized_pnl_dollars": "gauge",
     "mmbot_daily_pnl_dollars": "gauge",
+    "mmbot_position_contracts": "gauge",
+    "mmbot_positions_open": "gauge",
     "mmbot_marketdata_age_seconds": "gauge",
     "mmbot_journal_backlog_rows": "gauge",
     "mmbot_journal_rows_lost_total": "counter",
@@ -187,6 +189,8 @@ class State:
     read_waiters: int = 0
     write_waiters: int = 0
     tasks_in_flight: int = 0
+    #: Net contracts per market (YES > 0, NO < 0), flat markets left out.
+    positions: Mapping[str, Decimal] = field(default_factory=dict)
     health: Health = field(default_factory=lambda: Health(ready=False, reasons=("starting",)))
 
 
@@ -200,6 +204,28 @@ class Monitored(Protocol):
     def health(self) -> Health:
         """Readiness, computed on each ``/readyz``."""
         ...
+
+
+def _position_families(positions: Mapping[str, Decimal] | None) -> Iterator[Metric]:
+    """Per-market positions, the largest MAX_LABEL_VALUES by size, and how many there are.
+
+    Bounded by size rather than first seen: the markets an operator must see are the ones
+    holding the most contracts, and a market that went flat drops out of the series.
+    """
+    by_market = GaugeMetricFamily(
+        "mmbot_position_contracts",
+        f"net contracts held per market (YES > 0, NO < 0); the {MAX_LABEL_VALUES} largest",
+        labels=["market"],
+    )
+    count = GaugeMetricFamily("mmbot_positions_open", "markets in which we hold a position")
+    if positions is not None:
+        held = [(market, size) for market, size in positions.items() if size != 0]
+        held.sort(key=lambda item: (-abs(item[1]), item[0]))
+        for market, size in held[:MAX_LABEL_VALUES]:
+            by_market.add_metric([market], float(size))
+        count.add_metric([], len(held))
+    yield by_market
+    yield count
 
 
 class _BoundedLabel:
@@ -426,6 +452,7 @@ class _StateCollector(Collector):
             "positions marked to market, pending fills at their worst",
             s.daily_pnl,
         )
+        yield from _position_families(s.positions if state is not None else None)
         yield counter("mmbot_ws_frames_total", "WebSocket frames received", s.ws_frames)
         yield counter(
             "mmbot_ws_frames_invalid_total",

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mmbot.config import ShutdownSettings, load_settings
 from mmbot.journal import Kind
-from mmbot.observability import FAMILIES, Metrics
+from mmbot.observability import FAMILIES, Health, Metrics, State
 from tests.support.env import clear_mmbot_env
 from tests.support.metric_contract import CONTRACT
 
@@ -130,6 +131,16 @@ class Series:
     labels: frozenset[str]
 
 
+class _Holding:
+    """A daemon holding one position, so the per-market position series has a sample."""
+
+    def state(self) -> State:
+        return State(positions={"KXEXAMPLE-26": Decimal(5)})
+
+    def health(self) -> Health:
+        return Health(ready=True, websocket_subscribed=True)
+
+
 @pytest.fixture(scope="module")
 def exposition() -> dict[str, Series]:
     """Sample name -> Series, from a real scrape of a Metrics fed one of everything.
@@ -146,6 +157,7 @@ def exposition() -> dict[str, Series]:
     metrics.on_rest_response("create_quote", "429", 0.002)
     metrics.rfq_to_quote(0.003)
     metrics.accept_to_confirm(0.2)
+    metrics.bind(_Holding())
     body, _ = metrics.render()
 
     series: dict[str, Series] = {}

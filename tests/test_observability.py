@@ -451,3 +451,20 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
     assert state.exposure_limit == Settings().risk.max_exposure_dollars
     journal.close()
     assert any(r.startswith("journal unhealthy, no new risk") for r in engine.health().reasons)
+
+
+def test_positions_are_exported_per_market_the_largest_only() -> None:
+    # One series per market would grow without bound over months; the markets that matter
+    # are the ones holding the most, and a flat market is no position at all.
+    positions = {f"M-{i:03d}": Decimal(i) * (-1 if i % 2 else 1) for i in range(100)}
+    metrics = Metrics()
+    metrics.bind(FakeDaemon(current=State(positions=positions)))
+    body, _ = metrics.render()
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    shown = {s.labels["market"]: s.value for s in families["mmbot_position_contracts"].samples}
+    assert len(shown) == MAX_LABEL_VALUES
+    assert set(shown) == {f"M-{i:03d}" for i in range(100 - MAX_LABEL_VALUES, 100)}
+    assert shown["M-099"] == -99.0
+    assert shown["M-098"] == 98.0
+    (held,) = families["mmbot_positions_open"].samples
+    assert held.value == 99  # M-000 is flat
