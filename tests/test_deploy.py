@@ -832,3 +832,23 @@ def test_deploy_readme_covers_usage_and_every_file() -> None:
         # Local files deploy/.gitignore keeps out of git (keys, .env) are not the README's.
         if path.is_file() and name not in {"README.md", ".env"} and not name.startswith("secrets/"):
             assert name in readme, f"README: say what {name} is"
+
+
+def test_dashboard_counter_panels_show_zero_before_the_first_event(
+    dashboard: dict[str, Any],
+) -> None:
+    # A counter with no samples yet means nothing happened; "No data" reads as broken.
+    # Gauges and latencies keep "No data": there, an absent series is news.
+    counter_panels = [
+        panel
+        for panel in _panels(dashboard["panels"])
+        if (names := [n for t in panel.get("targets", []) for n in METRIC_NAME.findall(t["expr"])])
+        and all(name.endswith("_total") for name in names)
+    ]
+    assert counter_panels
+    silent = [
+        panel["title"]
+        for panel in counter_panels
+        if panel.get("fieldConfig", {}).get("defaults", {}).get("noValue") != "0"
+    ]
+    assert not silent, f"panels showing No data instead of 0: {silent}"
