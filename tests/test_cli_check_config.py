@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Iterator
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import mmbot
 from mmbot.cli import entry as cli
 from mmbot.config import Settings
+from mmbot.journal import SCHEMA_VERSION, Journal
+from mmbot.journal import files as journal_files
 from mmbot.logs import clear_registered_secrets, reset_logging
 from tests.support.env import clear_mmbot_env
 
@@ -32,8 +37,10 @@ PEM_BODY = [line for line in PEM.splitlines() if not line.startswith("-----")]
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     clear_mmbot_env(monkeypatch)
+    # check-config looks at the default journal, relative to the working directory.
+    monkeypatch.chdir(tmp_path)
     # Keep stderr JSON and non-interactive regardless of the terminal running the tests.
     monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
     clear_registered_secrets()
@@ -359,3 +366,227 @@ def test_check_config_half_configured_credentials_name_the_missing_key(
     _, err = capsys.readouterr()
     assert named in err
     assert_no_key_material(err)
+
+
+# --------------------------------------------------------------------------- files and keys
+
+
+def _listing(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``directory`` with its size and mtime: what a check must not change."""
+    return {
+        str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+    }
+
+
+def _check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["check-config", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _problem_lines(err: str, key: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"  {key}: ")]
+
+
+def test_check_config_accepts_an_existing_journal_without_touching_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "data" / "journal.sqlite"
+    written = Journal(journal)
+    written.start()
+    assert written.close()
+    before = _listing(tmp_path / "data")
+    code, out, err = _check(capsys, "--journal.path", str(journal))
+    assert code == 0, err
+    assert "error" not in err
+    assert str(journal) in out
+    # Read-only: no -wal or -shm left beside it, no migration, no lock taken.
+    assert _listing(tmp_path / "data") == before
+
+
+def test_check_config_reads_the_journal_of_a_running_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Checking the live configuration while mmbot runs: the lock and the WAL are in use.
+    journal = tmp_path / "journal.sqlite"
+    running = Journal(journal)
+    running.start()
+    try:
+        code, _, err = _check(capsys, "--journal.path", str(journal))
+    finally:
+        assert running.close()
+    assert code == 0, err
+    assert [run.run_id for run in running.runs()] == [running.run_id]
+
+
+def test_check_config_does_not_create_the_journal_or_its_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "not" / "yet" / "journal.sqlite"
+    code, _, err = _check(capsys, "--journal.path", str(journal))
+    assert code == 0, err
+    assert not (tmp_path / "not").exists()
+    assert _listing(tmp_path) == {}
+
+
+def test_check_config_refuses_a_journal_at_a_newer_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "journal.sqlite"
+    newer = SCHEMA_VERSION + 1
+    with contextlib.closing(sqlite3.connect(journal)) as conn, conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER, applied_at TEXT)")
+        conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (newer,))
+    before = _listing(tmp_path)
+    code, out, err = _check(capsys, "--journal.path", str(journal))
+    assert code == 1
+    assert out == ""
+    assert err.splitlines()[0] == "error: invalid configuration"
+    (line,) = _problem_lines(err, "journal.path")
+    assert f"expected a writable journal file, at schema version {SCHEMA_VERSION} or older" in line
+    assert f"schema version {newer}, written by a newer mmbot" in line
+    assert line.endswith("(from --journal.path flag)")
+    assert _listing(tmp_path) == before
+
+
+def _a_directory(tmp_path: Path) -> Path:
+    (tmp_path / "journal.sqlite").mkdir()
+    return tmp_path / "journal.sqlite"
+
+
+def _not_sqlite(tmp_path: Path) -> Path:
+    (tmp_path / "journal.sqlite").write_text("not a database\n")
+    return tmp_path / "journal.sqlite"
+
+
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "journal.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (_a_directory, "it is a directory, not a file"),
+        (_not_sqlite, "it is not an SQLite database"),
+        (_under_a_file, "file is not a directory"),
+    ],
+    ids=["a-directory", "not-sqlite", "under-a-file"],
+)
+def test_check_config_refuses_a_journal_path_start_would_refuse(
+    make: Callable[[Path], Path],
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    journal = make(tmp_path)
+    code, _, err = _check(capsys, "--journal.path", str(journal))
+    assert code == 1
+    (line,) = _problem_lines(err, "journal.path")
+    assert says in line
+    assert str(journal) in line
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["directory", "directory-to-create"])
+def test_check_config_refuses_a_journal_in_a_directory_it_cannot_write(
+    exists: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+
+    def access(path: str | os.PathLike[str], mode: int, **kwargs: object) -> bool:
+        # As for a user without write permission there; root passes every os.access check.
+        return Path(path) != locked and real_access(path, mode)
+
+    monkeypatch.setattr(journal_files.os, "access", access)
+    journal = locked / "journal.sqlite" if exists else locked / "sub" / "journal.sqlite"
+    code, _, err = _check(capsys, "--journal.path", str(journal))
+    assert code == 1
+    (line,) = _problem_lines(err, "journal.path")
+    assert f"{locked} is not writable by this user" in line
+    assert not (locked / "sub").exists()
+
+
+def test_check_config_refuses_a_kill_switch_in_a_missing_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    switch = tmp_path / "run" / "STOP"
+    monkeypatch.setenv("MMBOT_RISK__KILL_SWITCH_FILE", str(switch))
+    code, out, err = _check(capsys)
+    assert code == 1
+    assert out == ""
+    (line,) = _problem_lines(err, "risk.kill_switch_file")
+    assert f"expected a file in an existing directory, got '{switch}'" in line
+    assert f"directory {switch.parent} does not exist" in line
+    assert line.endswith("(from environment variable MMBOT_RISK__KILL_SWITCH_FILE)")
+    # Nothing is created to make it pass.
+    assert not switch.parent.exists()
+
+
+def test_check_config_accepts_a_kill_switch_that_is_not_engaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file itself is absent while the switch is off: only its directory must exist.
+    code, out, err = _check(capsys, "--risk.kill_switch_file", str(tmp_path / "STOP"))
+    assert code == 0, err
+    assert "kill_switch_file" in out
+
+
+def test_check_config_reports_every_file_problem_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "journal.sqlite").mkdir()
+    code, _, err = _check(
+        capsys,
+        "--journal.path",
+        str(tmp_path / "journal.sqlite"),
+        "--risk.kill_switch_file",
+        str(tmp_path / "gone" / "STOP"),
+    )
+    assert code == 1
+    assert len(_problem_lines(err, "journal.path")) == 1
+    assert len(_problem_lines(err, "risk.kill_switch_file")) == 1
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_check_config_warns_without_a_signing_key_and_still_passes(
+    as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _check(capsys, *(["--json"] if as_json else []))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, err
+    (warning,) = warnings
+    assert warning.startswith("warning: kalshi.key_id, kalshi.private_key_path: expected a key id")
+    assert "without --dry-run" in warning
+    assert "MMBOT_KALSHI__KEY_ID" in warning
+    assert "error" not in err
+    # The configuration is printed as usual, on stdout only.
+    if as_json:
+        assert json.loads(out)["kalshi"]["key_id"] is None
+    else:
+        assert "[kalshi]" in out
+
+
+def test_check_config_does_not_warn_when_a_key_is_configured(
+    key_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MMBOT_KALSHI__KEY_ID", KEY_ID)
+    monkeypatch.setenv("MMBOT_KALSHI__PRIVATE_KEY_PATH", str(key_file))
+    code, _, err = _check(capsys)
+    assert code == 0, err
+    assert "warning:" not in err
+
+
+def test_a_warning_does_not_hide_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _check(capsys, "--risk.kill_switch_file", str(tmp_path / "gone" / "STOP"))
+    assert code == 1
+    lines = err.splitlines()
+    assert lines[0] == "error: invalid configuration"
+    assert lines[-1].startswith("warning: kalshi.key_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from mmbot.cli import main
+from mmbot.cli import entry, main
+from mmbot.cli.entry import EXIT_BROKEN_PIPE
 from mmbot.mock.scripting import RecordedRequest, Scripting
 from mmbot.mock.server import MockExchange
 from tests.support.keys import KEY_ID, TestKey
@@ -258,3 +260,72 @@ async def test_run_with_a_refused_key_is_one_line_and_exit_1(
     # The daemon logs at INFO on stderr; the failure is its last, one-line word.
     assert err.strip().splitlines()[-1].startswith("error: authentication refused")
     assert "Traceback" not in err
+
+
+def _read_one_line_then_close(argv: list[str], stderr_path: Path) -> tuple[bytes, int]:
+    """Run ``mmbot argv`` with stdout a pipe closed after one line; its first line and exit."""
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, "-m", "mmbot", *argv],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert proc.stdout is not None
+        try:
+            first = proc.stdout.readline()
+            # What `head -1` does: stop reading, so the writer's next write fails with EPIPE.
+            proc.stdout.close()
+            return first, proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.usefixtures("configured")
+async def test_quotes_list_into_a_pipe_closed_early_exits_quietly(
+    server: Scripting, tmp_path: Path
+) -> None:
+    # Far more than a pipe buffer (64 KiB on Linux), so the CLI is still writing when the
+    # reader goes away, whatever the timing.
+    quotes = [{**QUOTE, "id": f"q{n:05}"} for n in range(5000)]
+    server.script("GET", "/communications/quotes", [(200, {"quotes": quotes, "cursor": ""})])
+    stderr_path = tmp_path / "stderr.txt"
+    # The mock exchange runs on this loop: the blocking child is waited for in a thread.
+    first, code = await asyncio.to_thread(
+        _read_one_line_then_close, ["quotes", "list"], stderr_path
+    )
+    err = stderr_path.read_text()
+    assert first.split()[0] == b"ID"
+    assert code == EXIT_BROKEN_PIPE, err
+    # No traceback from the command, and no "Exception ignored" from the interpreter's exit.
+    assert err == ""
+
+
+def test_a_closed_stdout_in_any_command_is_handled_once_centrally(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process counterpart of the pipe test: any handler, not just the ops commands.
+    def handler(args: object, settings: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(entry, "_check_config", handler)
+    monkeypatch.setenv("MMBOT_LOG__FORMAT", "json")
+    assert main(["check-config"]) == EXIT_BROKEN_PIPE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "command failed" not in err
+    assert "Traceback" not in err
+
+
+def test_a_reader_gone_by_the_final_flush_is_handled_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Output small enough to sit in stdout's buffer fails only when main() flushes it.
+    class GoneReader(io.StringIO):
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(entry, "_check_config", lambda args, settings: 0)
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    assert main(["check-config"]) == EXIT_BROKEN_PIPE

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from mmbot.journal import Journal
+from mmbot.journal import SCHEMA_VERSION, Journal
 from tests.support.env import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,3 +71,20 @@ def test_a_second_daemon_on_a_journal_in_use_is_one_error_line(tmp_path: Path) -
     assert "another mmbot is running on this journal" in line
     # The refused daemon recorded nothing.
     assert [run.run_id for run in running.runs()] == [running.run_id]
+
+
+def test_a_journal_written_by_a_newer_mmbot_is_one_error_line(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    earlier = Journal(journal)
+    earlier.start()
+    assert earlier.close()
+    newer = SCHEMA_VERSION + 1
+    with contextlib.closing(sqlite3.connect(journal)) as conn, conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (newer,))
+    line = _the_error_line(_run(tmp_path, journal))
+    assert str(journal) in line
+    assert f"schema version {newer}, written by a newer mmbot" in line
+    # Refused before anything was written: still the newer schema, still one run.
+    with contextlib.closing(sqlite3.connect(journal)) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (newer,)
+        assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM events").fetchone() == (1,)

@@ -14,8 +14,9 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,15 @@ from mmbot.clients import build_signer
 from mmbot.config import (
     ConfigError,
     ConfigKey,
+    ConfigProblem,
     Settings,
     config_keys,
     load_settings_with_sources,
     redacted_dump,
 )
+from mmbot.journal import SCHEMA_VERSION, JournalError
+from mmbot.journal.files import check_path
+from mmbot.journal.schema import check_version
 from mmbot.logs import close_output, configure_logging, get_logger, register_pem, register_secret
 
 __all__ = ["Handler", "build_parser", "format_config", "main"]
@@ -51,6 +56,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# 128 + SIGPIPE: what a shell reports for a tool whose output pipe was closed, as for `yes`
+# in `yes | head -1`.
+EXIT_BROKEN_PIPE = 141
 
 _log = get_logger(__name__)
 
@@ -161,10 +169,33 @@ def _register_secrets(settings: Settings) -> None:
         register_pem(pem)
 
 
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so the interpreter's last flush succeeds."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass  # no descriptor (stdout replaced in-process): nothing the interpreter flushes
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the mmbot command line and return the process exit status."""
     try:
-        return _main(argv)
+        code = _main(argv)
+        # Flushed here rather than at interpreter exit, where a reader that has gone away
+        # would be reported as "Exception ignored ... BrokenPipeError".
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader of our output left (`mmbot quotes list | head -1`): stop quietly, like
+        # any Unix tool. Nothing is printed: stderr may be that same pipe.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
@@ -205,6 +236,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         _print_problems([str(problem) for problem in exc.problems])
         return EXIT_ERROR
+    except BrokenPipeError:
+        raise  # a closed stdout, not a failure of the command: main() handles it
     except Exception:
         # Logged rather than printed so the traceback goes through redaction.
         _log.exception("command failed", command=args.command)
@@ -212,8 +245,8 @@ def _main(argv: Sequence[str] | None) -> int:
     return EXIT_OK if result is None else int(result)
 
 
-def _extra_checks(settings: Settings) -> list[str]:
-    """Return problems that need more than validation: strategies, and the signing key."""
+def _extra_checks(settings: Settings, sources: Mapping[str, str] | None = None) -> list[str]:
+    """Return problems that need more than validation: strategies, files and the signing key."""
     # Imported here: building strategies imports plug-ins, which only this check needs.
     from mmbot.cli.run import build_router
 
@@ -223,6 +256,12 @@ def _extra_checks(settings: Settings) -> list[str]:
         build_router(settings)
     except ConfigError as exc:
         problems.extend(str(problem) for problem in exc.problems)
+    known = sources or {}
+    problems.extend(
+        str(problem)
+        for problem in (_journal_problem(settings, known), _kill_switch_problem(settings, known))
+        if problem is not None
+    )
     kalshi = settings.kalshi
     has_key = kalshi.private_key is not None or kalshi.private_key_path is not None
     if kalshi.key_id is None and not has_key:
@@ -234,6 +273,63 @@ def _extra_checks(settings: Settings) -> list[str]:
     except ConfigError as exc:
         problems.extend(str(problem) for problem in exc.problems)
     return problems
+
+
+def _journal_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
+    """What `mmbot run` would refuse about the journal file, found without changing it."""
+    path = settings.journal.path
+    try:
+        # create=False and a read-only open: a check must not create, lock or migrate.
+        check_path(path, create=False)
+        if path.is_file():
+            check_version(path)
+    except JournalError as exc:
+        return ConfigProblem(
+            keys=("journal.path",),
+            expected=f"a writable journal file, at schema version {SCHEMA_VERSION} or older",
+            note=str(exc),
+            sources=(sources.get("journal.path"),),
+        )
+    return None
+
+
+def _kill_switch_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
+    """A kill-switch file nobody could create: its directory does not exist."""
+    path = settings.risk.kill_switch_file
+    if path is None or path.parent.is_dir():
+        return None
+    # The daemon only looks for the file; without its directory `touch` fails at the
+    # moment the switch is needed, so this is found now instead.
+    why = "is not a directory" if path.parent.exists() else "does not exist"
+    return ConfigProblem(
+        keys=("risk.kill_switch_file",),
+        expected="a file in an existing directory",
+        got=repr(str(path)),
+        note=f"directory {path.parent} {why}",
+        sources=(sources.get("risk.kill_switch_file"),),
+    )
+
+
+def _config_warnings(settings: Settings) -> list[str]:
+    """Return what is allowed but will stop some command: no signing key at all."""
+    kalshi = settings.kalshi
+    if any(v is not None for v in (kalshi.key_id, kalshi.private_key, kalshi.private_key_path)):
+        # Half a key is an error, found by _extra_checks.
+        return []
+    # Valid (a dry-run needs no key), so not an error; a live `mmbot run` would refuse.
+    problem = ConfigProblem(
+        keys=("kalshi.key_id", "kalshi.private_key_path"),
+        expected="a key id and a private key (kalshi.private_key_path or kalshi.private_key)"
+        " for `mmbot run` without --dry-run",
+        got="neither",
+        note="set MMBOT_KALSHI__KEY_ID and MMBOT_KALSHI__PRIVATE_KEY_PATH",
+    )
+    return [str(problem)]
+
+
+def _print_warnings(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _render_value(value: Any) -> str:
@@ -266,9 +362,12 @@ def format_config(dump: dict[str, Any], sources: dict[str, str]) -> str:
 
 def _check_config(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the configuration further and print it with secrets redacted."""
-    problems = _extra_checks(settings)
+    problems = _extra_checks(settings, getattr(args, "config_sources", None))
     if problems:
         _print_problems(problems)
+    # After the errors, so that "error: invalid configuration" stays the first line.
+    _print_warnings(_config_warnings(settings))
+    if problems:
         return EXIT_ERROR
     dump = redacted_dump(settings)
     if args.json:

@@ -57,9 +57,7 @@ def release_lock(fd: int) -> None:
         os.close(fd)
 
 
-def check_path(path: Path) -> None:
-    """Refuse, saying why, a path SQLite would only fail on with an obscure message."""
-    parent = path.parent
+def _make_parent(path: Path, parent: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -70,6 +68,34 @@ def check_path(path: Path) -> None:
             else f"cannot create directory {parent}: {_why(exc)}"
         )
         raise JournalError(f"cannot open journal {path}: {why}") from exc
+
+
+def _check_creatable(path: Path, parent: Path) -> None:
+    # What mkdir(parents=True) in start() would run into, found without creating anything.
+    nearest = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if nearest is None:
+        raise JournalError(f"cannot open journal {path}: cannot create directory {parent}")
+    if not nearest.is_dir():
+        raise JournalError(f"cannot open journal {path}: {nearest} is not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise JournalError(
+            f"cannot open journal {path}: cannot create directory {parent}: "
+            f"{nearest} is not writable by this user"
+        )
+
+
+def check_path(path: Path, *, create: bool = True) -> None:
+    """Refuse, saying why, a path SQLite would only fail on with an obscure message.
+
+    With ``create=False`` (``mmbot check-config``) nothing is created: a missing directory
+    passes if this user could create it.
+    """
+    parent = path.parent
+    if create:
+        _make_parent(path, parent)
+    elif not parent.is_dir():
+        _check_creatable(path, parent)
+        return  # no journal can exist yet in a directory that does not
     if path.is_dir():
         raise JournalError(f"cannot open journal {path}: it is a directory, not a file")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -15,7 +15,16 @@ from typing import Final, NamedTuple
 
 from mmbot.journal.model import JournalError, Synchronous
 
-__all__ = ["INSERT", "SCHEMA_VERSION", "Row", "format_ts", "migrate", "open_writer"]
+__all__ = [
+    "INSERT",
+    "SCHEMA_VERSION",
+    "Row",
+    "check_version",
+    "format_ts",
+    "migrate",
+    "open_writer",
+    "read_version",
+]
 
 SCHEMA_VERSION: Final = 1
 
@@ -128,10 +137,7 @@ def migrate(conn: sqlite3.Connection, path: Path, clock: Callable[[], datetime])
         )
         current = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
         if current > SCHEMA_VERSION:
-            raise JournalError(
-                f"journal {path} has schema version {current}, written by a newer "
-                f"mmbot; this one understands up to {SCHEMA_VERSION}"
-            )
+            raise _too_new(path, current)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version]:
                 conn.execute(statement)
@@ -144,3 +150,42 @@ def migrate(conn: sqlite3.Connection, path: Path, clock: Callable[[], datetime])
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _too_new(path: Path, version: int) -> JournalError:
+    return JournalError(
+        f"journal {path} has schema version {version}, written by a newer "
+        f"mmbot; this one understands up to {SCHEMA_VERSION}"
+    )
+
+
+def read_version(path: Path) -> int:
+    """The schema version of the existing journal at ``path`` (0: none yet), changing nothing."""
+    # Read-only, so nothing is migrated or created. A WAL database with no -wal file was
+    # closed cleanly and all of it is in the main file; it is opened immutable because a
+    # read-only connection would otherwise create -wal and -shm files it cannot remove. With
+    # a -wal file (a daemon is running, or crashed) those files exist, and are used as is.
+    query = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if found is None:
+            return 0
+        version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+    finally:
+        conn.close()
+    return int(version or 0)
+
+
+def check_version(path: Path) -> None:
+    """Refuse, without changing it, an existing journal this mmbot cannot read or migrate."""
+    version = read_version(path)
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
