@@ -219,10 +219,11 @@ def _position_families(positions: Mapping[str, Decimal] | None) -> Iterator[Metr
     )
     count = GaugeMetricFamily("mmbot_positions_open", "markets in which we hold a position")
     if positions is not None:
-        held = [(market, size) for market, size in positions.items() if size != 0]
+        held = [(market, net) for market, net in positions.items() if net != 0]
         held.sort(key=lambda item: (-abs(item[1]), item[0]))
-        for market, size in held[:MAX_LABEL_VALUES]:
-            by_market.add_metric([market], float(size))
+        for market, net in held[:MAX_LABEL_VALUES]:
+            # The exposition format is text of a float; contracts stay Decimal up to here.
+            by_market.add_metric([market], float(net))
         count.add_metric([], len(held))
     yield by_market
     yield count
