@@ -50,7 +50,8 @@ def build_engine(
     """Build the risk book, market data, quote manager and engine, wired to one another.
 
     ``metrics`` (if any) observes the quote latencies and reads its state from the engine;
-    ``status`` is given the periodic status line.
+    ``status`` is given the periodic status line, when logs are not JSON; with JSON logs the
+    engine logs a ``status`` event instead (see :meth:`Engine.report_status`).
     """
     risk = RiskBook(risk_limits(settings))
     # Every price stored marks the risk book's positions and pending fills to market.

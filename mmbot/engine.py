@@ -36,7 +36,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -59,6 +59,7 @@ from mmbot.kalshi.models import (
 )
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
+from mmbot.logs import configured_format, json_event_line
 from mmbot.marketdata import MarketData
 from mmbot.observability import Health, State
 from mmbot.quoting import QuoteManager
@@ -68,7 +69,8 @@ from mmbot.tasks import TaskSupervisor
 
 __all__ = ["Engine", "ReconcileRequests", "Snapshot", "StartupRefused"]
 
-log = structlog.get_logger("mmbot.engine")
+_LOG_NAME = "mmbot.engine"
+log = structlog.get_logger(_LOG_NAME)
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -92,6 +94,9 @@ class Snapshot:
 
     rfqs_seen: int
     rfqs_quoted: int
+    rfqs_skipped: int
+    #: A copy of the quote manager's count per skip reason (bounded, see count_reason).
+    skipped: Mapping[str, int]
     accepts: int
     confirms: int
     declines: int
@@ -109,6 +114,24 @@ class Snapshot:
             f"confirmed {self.confirms}, declined {self.declines}, executed {self.executions} | "
             f"open quotes {self.open_quotes} | exposure ${self.exposure:.2f} | P&L ${pnl:.2f}"
         )
+
+    def event_fields(self) -> dict[str, Any]:
+        """The same figures as fields of a ``status`` log event (money as decimal strings)."""
+        return {
+            "rfqs_seen": self.rfqs_seen,
+            "rfqs_quoted": self.rfqs_quoted,
+            "rfqs_skipped": self.rfqs_skipped,
+            "skipped": dict(self.skipped),
+            "accepts": self.accepts,
+            "confirms": self.confirms,
+            "declines": self.declines,
+            "executions": self.executions,
+            "open_quotes": self.open_quotes,
+            "exposure": str(self.exposure),
+            "realized_pnl": str(self.realized_pnl),
+            "unrealized_pnl": str(self.unrealized_pnl),
+            "pnl": str(self.realized_pnl + self.unrealized_pnl),
+        }
 
 
 class ReconcileRequests:
@@ -194,13 +217,19 @@ class Engine:
         self.quotes.me = self.communications_id
         markets = await self.market_data.prime()
         await self._rebuild_daily_pnl()
-        log.info("daemon_started", markets=markets, strategies=len(self.router.strategies()))
+        kill_switch_file = self.settings.risk.kill_switch_file
+        log.info(
+            "daemon_started",
+            markets=markets,
+            strategies=len(self.router.strategies()),
+            kill_switch_file=str(kill_switch_file) if kill_switch_file is not None else None,
+        )
         # Read the kill switch before the first reconciliation: it quotes the open RFQs it
         # finds and confirms acceptances an earlier run left, and the watcher's first look
         # would only come after those quotes and confirmations went out.
         if await self._kill_switch_file_present():
             self.risk.kill_switch = True
-            log.error("kill_switch_on", file=str(self.settings.risk.kill_switch_file))
+            self._log_kill_switch("kill_switch_on", file=str(kill_switch_file))
         # Not through reconcile(): a refusal must stop the start, not be logged and skipped.
         async with self._reconciling:
             counts = await self._reconcile("start")
@@ -323,6 +352,17 @@ class Engine:
         self._kill_switch_error = None
         return True
 
+    def _log_kill_switch(self, event: str, **fields: Any) -> None:
+        """Log a kill-switch event: a warning when the operator made the file, else an error.
+
+        A file that exists is a deliberate stop, the system working as asked. One that could
+        not be looked at (``kill_switch_unreadable``) is a fault the daemon failed closed on.
+        """
+        if self._kill_switch_error is None:
+            log.warning(event, cause="file_present", **fields)
+        else:
+            log.error(event, cause="file_unreadable", error=self._kill_switch_error, **fields)
+
     async def _watch_kill_switch(self) -> None:
         path = self.settings.risk.kill_switch_file
         if path is None:
@@ -331,11 +371,11 @@ class Engine:
             present = await self._kill_switch_file_present()
             if present and not self.risk.kill_switch:
                 self.risk.kill_switch = True
-                log.error("kill_switch_on", file=str(path))
+                self._log_kill_switch("kill_switch_on", file=str(path))
                 deleted = await self.quotes.cancel_all(
                     "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
                 )
-                log.error(
+                self._log_kill_switch(
                     "kill_switch_cancelled_quotes",
                     deleted=deleted,
                     still_open=self.quotes.open_quotes,
@@ -349,7 +389,7 @@ class Engine:
                     "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
                 )
                 if late:
-                    log.error(
+                    self._log_kill_switch(
                         "kill_switch_cancelled_quotes",
                         deleted=late,
                         still_open=self.quotes.open_quotes,
@@ -363,8 +403,24 @@ class Engine:
         interval = self.settings.run.status_interval_seconds
         while True:
             await asyncio.sleep(interval)
-            if self._status is not None:
-                self._status(self.snapshot().line())
+            self.report_status()
+
+    def report_status(self, *, final: bool = False) -> None:
+        """Give the ``status`` callback the snapshot: a JSON ``status`` event or a human line.
+
+        With JSON logs (``log.format``, the default when output is not a terminal) the line
+        is a JSON event shaped like the log lines (run_id, level, timestamp...), so a log
+        pipeline sees a single format; on a terminal it stays today's human line. It goes
+        where the status always went, whatever the log level.
+        """
+        if self._status is None:
+            return
+        snapshot = self.snapshot()
+        if configured_format() == "json":
+            fields = snapshot.event_fields()
+            self._status(json_event_line("status", logger=_LOG_NAME, final=final, **fields))
+        else:
+            self._status(snapshot.line())
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -582,6 +638,8 @@ class Engine:
         return Snapshot(
             rfqs_seen=counters.rfqs_seen,
             rfqs_quoted=counters.rfqs_quoted,
+            rfqs_skipped=counters.rfqs_skipped,
+            skipped=dict(counters.skipped_by_reason),
             accepts=counters.accepts,
             confirms=counters.confirms,
             declines=counters.declines,

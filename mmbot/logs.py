@@ -41,13 +41,17 @@ __all__ = [
     "REDACTED",
     "REDACTED_PRIVATE_KEY",
     "LineWriter",
+    "bind_process_fields",
     "clear_registered_secrets",
     "close_output",
     "configure_logging",
+    "configured_format",
     "flush_output",
     "get_logger",
+    "json_event_line",
     "log_context",
     "output_writer",
+    "process_fields",
     "records_dropped",
     "redact_event",
     "redact_text",
@@ -102,6 +106,16 @@ _registered: tuple[str, ...] = ()
 # The handler this module installed on the root logger, so reconfiguring replaces exactly it
 # and leaves handlers owned by others (e.g. pytest's capture) alone.
 _handler: logging.Handler | None = None
+
+# The format configure_logging installed (None before it ran), so that output written outside
+# the log records (``mmbot run``'s status line and summary) can take the same format.
+_format: Literal["json", "console"] | None = None
+
+# Fields every line of the process carries (``mmbot run``: run_id, version, pid). A module
+# global read by a processor, not contextvars: those reach neither other threads (the journal
+# writer) nor records of foreign stdlib loggers created outside our tasks (aiohttp,
+# websockets). Replaced whole, never mutated, so a reader on any thread sees one version.
+_process_fields: Mapping[str, Any] = {}
 
 # Libraries that log every request at INFO (httpx) or every frame and handshake header at
 # DEBUG (websockets, which would include the KALSHI-ACCESS-* headers).
@@ -198,6 +212,24 @@ def redact_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     return redacted
 
 
+def bind_process_fields(**fields: Any) -> None:
+    """Add ``fields`` to every later log line of this process, whoever logs it on any thread."""
+    global _process_fields
+    _process_fields = {**_process_fields, **fields}
+
+
+def process_fields() -> Mapping[str, Any]:
+    """The fields :func:`bind_process_fields` added to every log line (a read-only view)."""
+    return _process_fields
+
+
+def _add_process_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # setdefault: a field the event names itself (journal_started's run_id) wins.
+    for key, value in _process_fields.items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def _stdlib_stack_info(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     # stdlib records carry stack_info already formatted; StackInfoRenderer would instead
     # render the formatter's own stack.
@@ -216,6 +248,24 @@ def _orjson_dumps(obj: Any, **kwargs: Any) -> str:
         return json.dumps(obj, default=str)
 
 
+_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def json_event_line(event: str, *, logger: str, level: str = "info", **fields: Any) -> str:
+    """One JSON line for ``event``, with the fields and redaction of a logged JSON line.
+
+    For output that is not a log record but must read like one in a JSON pipeline (``mmbot
+    run``'s status and summary on stdout): it carries the process fields, a level, the
+    logger's name and a timestamp, whatever the log level, and has no newline.
+    """
+    event_dict: EventDict = {**fields, "event": event}
+    event_dict = _add_process_fields(None, level, event_dict)
+    event_dict["level"] = level
+    event_dict["logger"] = logger
+    event_dict = _TIMESTAMPER(None, level, event_dict)
+    return _orjson_dumps(redact_event(None, level, event_dict))
+
+
 def _shared_processors() -> list[Processor]:
     # Exceptions and stacks become strings before redaction, so tracebacks are scrubbed too.
     # Redaction ends the chain on both paths: structlog events are scrubbed before they become
@@ -223,6 +273,7 @@ def _shared_processors() -> list[Processor]:
     # basicConfig) never sees key material from them.
     return [
         structlog.contextvars.merge_contextvars,
+        _add_process_fields,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -520,7 +571,7 @@ def configure_logging(
     level: str, fmt: Literal["json", "console"], stream: TextIO | None = None
 ) -> None:
     """Configure structlog and stdlib logging to write redacted ``fmt`` lines to ``stream``."""
-    global _handler
+    global _handler, _format
     level_name = level.upper()
     if level_name not in _LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(_LEVELS)}")
@@ -552,6 +603,7 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric_level)
     _handler = handler
+    _format = fmt
     for name, floor in _NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, numeric_level))
 
@@ -571,13 +623,20 @@ def configure_logging(
     )
 
 
+def configured_format() -> Literal["json", "console"] | None:
+    """The format configure_logging installed, or None when logging is not configured."""
+    return _format
+
+
 def reset_logging() -> None:
-    """Remove the handler installed by configure_logging, stop the writers, reset structlog."""
-    global _handler
+    """Remove the handler and process-wide fields, stop the writers, reset structlog."""
+    global _handler, _format, _process_fields
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler.close()
         _handler = None
+    _format = None
+    _process_fields = {}
     close_output()
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()

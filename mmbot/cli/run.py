@@ -4,7 +4,8 @@
 requesters (``dry_run.*`` settings) and an ephemeral key that exists only in
 memory, and runs the daemon against it: nothing reaches Kalshi and no account is
 needed. Both modes print a one-line status every ``run.status_interval_seconds``
-and a summary at exit; ``--duration`` stops either by itself.
+and a summary at exit (with JSON logs: ``status`` and ``run_summary`` events);
+``--duration`` stops either by itself.
 """
 
 from __future__ import annotations
@@ -12,34 +13,45 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mmbot import eventloop
+from mmbot import __version__, eventloop
 from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
 from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
 from mmbot.daemon import build_engine
 from mmbot.engine import StartupRefused
-from mmbot.journal import Journal, JournalError
+from mmbot.journal import Journal, JournalError, Summary
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
-from mmbot.logs import flush_output, output_writer
+from mmbot.logs import (
+    bind_process_fields,
+    configured_format,
+    flush_output,
+    json_event_line,
+    output_writer,
+)
 from mmbot.observability import Metrics, MetricsServer
 from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
 
 __all__ = ["build_router", "register", "run_daemon"]
 
-log = structlog.get_logger("mmbot.run")
+_LOGGER = "mmbot.run"
+log = structlog.get_logger(_LOGGER)
 
 
 def register(
@@ -75,6 +87,8 @@ def register(
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "config_sources", None) or {}
+    # Bound here, not only in run_daemon: the event loop's choice is logged before it runs.
+    run_id = _bind_run_fields()
     # Run here rather than returned as a coroutine for the CLI's asyncio.run: the loop is
     # a setting (run.event_loop), and a refused one is a ConfigError the CLI reports.
     return eventloop.run(
@@ -84,10 +98,22 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
             duration=args.duration,
             sources=sources,
             adopt_orphans=args.adopt_orphans,
+            run_id=run_id,
         ),
         settings.run.event_loop,
         source=sources.get("run.event_loop"),
     )
+
+
+def _bind_run_fields(run_id: str | None = None) -> str:
+    """Put ``run_id`` (a new one if None), version and pid on every later log line; the id."""
+    # The journal's own format (UTC start time, then random), so log lines and journal rows
+    # of one run share the id they are found by.
+    run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    # Process-wide, not contextvars: every thread (the journal writer) and every library's
+    # stdlib logger (aiohttp, websockets) gets the fields too; see bind_process_fields.
+    bind_process_fields(run_id=run_id, version=__version__, pid=os.getpid())
+    return run_id
 
 
 def build_router(settings: Settings, *, dry_run: bool = False) -> StrategyRouter:
@@ -132,6 +158,21 @@ def _left_open_line(count: int) -> str:
         "error: the exchange could not be checked for quotes left open at exit; "
         "check with: mmbot quotes list"
     )
+
+
+def _summary_fields(summary: Summary) -> dict[str, Any]:
+    """The journal's summary of a run as fields of the ``run_summary`` event."""
+    out: dict[str, Any] = {}
+    for item in fields(summary):
+        value = getattr(summary, item.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Decimal):
+            value = str(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[item.name] = value
+    return out
 
 
 @dataclass
@@ -188,13 +229,16 @@ async def run_daemon(
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
     adopt_orphans: bool = False,
+    run_id: str | None = None,
 ) -> int:
     """Run the daemon until a signal, ``duration`` or ``stop``; return the exit code.
 
     Non-zero when start-up failed, and also when the run ended with quotes the exchange did
     not confirm withdrawn or with journal rows that could not be written: each says so in
-    one ``error:`` line.
+    one ``error:`` line. ``run_id`` (new if None) names the run in the journal and on every
+    log line.
     """
+    run_id = _bind_run_fields(run_id)
     stream_out = out if out is not None else sys.stdout
     stop = stop or asyncio.Event()
     try:
@@ -219,6 +263,13 @@ async def run_daemon(
         # Queued, not printed: a stdout nobody reads must not stall the event loop.
         status_out.write(line + "\n")
 
+    def announce(event: str, text: str, **fields: str) -> None:
+        # With JSON logs every stdout line is an event, so a pipeline reads one format.
+        if configured_format() == "json":
+            say(json_event_line(event, logger=_LOGGER, **fields))
+        else:
+            say(text)
+
     metrics = Metrics()
     server = MetricsServer(metrics, settings.metrics) if settings.metrics.enabled else None
     try:
@@ -226,10 +277,14 @@ async def run_daemon(
             # Up before anything else, so /healthz answers (and /readyz says "starting")
             # while markets load and the first reconciliation runs.
             await server.start()
-            say(f"mmbot: metrics on {server.url}/metrics, health on /healthz and /readyz")
+            # With JSON logs the server's own metrics_listening event says this already.
+            if configured_format() != "json":
+                say(f"mmbot: metrics on {server.url}/metrics, health on /healthz and /readyz")
         async with _target(settings, dry_run=dry_run, sources=sources or {}) as target:
             cfg = target.settings
-            journal = Journal(target.journal_path, synchronous=cfg.journal.synchronous)
+            journal = Journal(
+                target.journal_path, synchronous=cfg.journal.synchronous, run_id=run_id
+            )
             journal.add_listener(metrics.on_journal_record)
             try:
                 journal.start(detail={"mode": "dry-run" if dry_run else "live"})
@@ -254,9 +309,16 @@ async def run_daemon(
                         status=say,
                         adopt_orphans=adopt_orphans,
                     )
-                    say(f"mmbot: {target.label}; journal {target.journal_path}")
+                    announce(
+                        "daemon_target",
+                        f"mmbot: {target.label}; journal {target.journal_path}",
+                        target=target.label,
+                        journal=str(target.journal_path),
+                    )
                     code = await engine.run(stop)
-                    say(engine.snapshot().line())
+                    # A status event (final=true) with JSON logs, today's status line on a
+                    # terminal.
+                    engine.report_status(final=True)
                     if not engine.cleanup_verified:
                         _complain(_left_open_line(engine.left_open))
             finally:
@@ -267,12 +329,26 @@ async def run_daemon(
                     f"{target.journal_path}; they are in the log as journal_record_lost"
                 )
                 code = code or 1
+            json_logs = configured_format() == "json"
             try:
-                say(journal.format_summary(journal.summary(journal.run_id)))
+                summary = journal.summary(journal.run_id)
             except JournalError as exc:
                 # The run is over and its outcome already said; a summary that cannot be
                 # read (the file was lost) is not a second error.
-                say(f"mmbot: no summary: {exc}")
+                if json_logs:
+                    line = json_event_line(
+                        "run_summary_unavailable", logger=_LOGGER, level="warning", error=str(exc)
+                    )
+                    say(line)
+                else:
+                    say(f"mmbot: no summary: {exc}")
+            else:
+                # JSON logs get one run_summary event, so a pipeline reads a single format.
+                if json_logs:
+                    fields = _summary_fields(summary)
+                    say(json_event_line("run_summary", logger=_LOGGER, exit_code=code, **fields))
+                else:
+                    say(journal.format_summary(summary))
             return code
     except (StartupRefused, JournalError) as exc:
         # A journal that cannot be read at start-up (today's P&L, our quotes' records)

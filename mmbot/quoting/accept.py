@@ -40,7 +40,7 @@ from mmbot.quoting import timing
 from mmbot.quoting.book import LiveQuote, QuoteBook, Withdrawal
 from mmbot.quoting.gateway import QuoteGateway
 from mmbot.quoting.pricing import contracts_for
-from mmbot.quoting.stats import Counters, LatencyObserver
+from mmbot.quoting.stats import Counters, LatencyObserver, count_reason
 from mmbot.quoting.withdraw import Withdrawer
 from mmbot.risk import RiskBook
 from mmbot.strategy import Strategy
@@ -303,8 +303,7 @@ class Acceptances:
     ) -> None:
         """Count and journal an acceptance we do not confirm."""
         self._counters.declines += 1
-        by_reason = self._counters.declined_by_reason
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+        count_reason(self._counters.declined_by_reason, reason)
         self._journal.record_confirm_declined(
             rfq_id=rfq_id,
             quote_id=quote_id,

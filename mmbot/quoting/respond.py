@@ -27,7 +27,7 @@ from mmbot.quoting import timing
 from mmbot.quoting.book import LiveQuote, QuoteBook
 from mmbot.quoting.gateway import QuoteGateway
 from mmbot.quoting.pricing import Decline, expected_value, price_quote, sized
-from mmbot.quoting.stats import Counters, LatencyObserver
+from mmbot.quoting.stats import Counters, LatencyObserver, count_reason
 from mmbot.quoting.withdraw import Spawn, Withdrawer
 from mmbot.risk import RiskBook
 from mmbot.strategy import Strategy, StrategyRouter
@@ -94,8 +94,7 @@ class Responder:
     def _skip(self, rfq: Rfq, reason: str, detail: str = "") -> None:
         self._journal_seen(rfq.id)
         self._counters.rfqs_skipped += 1
-        by_reason = self._counters.skipped_by_reason
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+        count_reason(self._counters.skipped_by_reason, reason)
         self._journal.record_rfq_skipped(
             rfq_id=rfq.id, market=rfq.market_ticker, reason=reason, detail=detail
         )

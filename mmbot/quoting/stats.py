@@ -6,7 +6,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-__all__ = ["Counters", "LatencyObserver"]
+__all__ = ["MAX_REASONS", "OTHER_REASON", "Counters", "LatencyObserver", "count_reason"]
+
+#: Distinct reasons a by-reason count keeps. Reasons are a small fixed set today, but some
+#: are built from text (a strategy's decline, a shed reason): past this many, a new one is
+#: counted under :data:`OTHER_REASON`, so the status event and memory stay bounded.
+MAX_REASONS = 32
+OTHER_REASON = "other"
+
+
+def count_reason(by_reason: dict[str, int], reason: str) -> None:
+    """Add one to ``reason`` in ``by_reason``, or to "other" once it holds MAX_REASONS reasons."""
+    count = by_reason.get(reason)
+    if count is None and len(by_reason) >= MAX_REASONS:
+        reason = OTHER_REASON
+        count = by_reason.get(reason)
+    by_reason[reason] = (count or 0) + 1
 
 
 @dataclass
@@ -26,6 +41,7 @@ class Counters:
     confirm_failures: int = 0
     executions: int = 0
     contracts_traded: Decimal = Decimal(0)
+    #: Bounded by :func:`count_reason` (at most MAX_REASONS reasons and "other").
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     declined_by_reason: dict[str, int] = field(default_factory=dict)
 
