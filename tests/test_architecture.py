@@ -86,3 +86,13 @@ def test_there_are_no_cycles_between_packages() -> None:
     for unit in sorted(graph):
         visit(unit, [unit])
     assert cycles == []
+
+
+def test_no_module_is_too_big_to_live_in() -> None:
+    # Past this a module holds more than one concern; split it along its seams.
+    limit = 800
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text().splitlines())
+        for path in ROOT.glob("mmbot/**/*.py")
+    }
+    assert {path: n for path, n in sizes.items() if n > limit} == {}
