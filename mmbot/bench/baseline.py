@@ -144,14 +144,19 @@ async def _main(args: argparse.Namespace, pem: bytes) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the baseline quoter until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m mmbot.bench.baseline")
+def quoter_parser(prog: str) -> argparse.ArgumentParser:
+    """The arguments every baseline quoter takes: where the exchange is, and its key."""
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--rest-url", required=True)
     parser.add_argument("--ws-url", required=True)
     parser.add_argument("--key-id", required=True)
     parser.add_argument("--key-path", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the baseline quoter until SIGTERM."""
+    args = quoter_parser("python -m mmbot.bench.baseline").parse_args(argv)
     return asyncio.run(_main(args, Path(args.key_path).read_bytes()))
 
 

@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 import websockets
 
-from mmbot.bench.baseline import COUNTERS, NO_BID, YES_BID
+from mmbot.bench.baseline import COUNTERS, NO_BID, YES_BID, quoter_parser
 from mmbot.kalshi.auth import Signer
 
 __all__ = ["LeanQuoter", "main"]
@@ -164,11 +164,7 @@ async def _main(args: argparse.Namespace, pem: bytes, loop_name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the lean quoter until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m mmbot.bench.lean")
-    parser.add_argument("--rest-url", required=True)
-    parser.add_argument("--ws-url", required=True)
-    parser.add_argument("--key-id", required=True)
-    parser.add_argument("--key-path", required=True)
+    parser = quoter_parser("python -m mmbot.bench.lean")
     parser.add_argument("--event-loop", choices=_LOOPS, default="auto")
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from mmbot.eventloop import EventLoopChoice
 
 if TYPE_CHECKING:
     from mmbot.config import Settings
@@ -67,12 +69,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-lean-high", action="store_true", help="skip the lean quoter at the high rate")
     add(
         "--daemon-event-loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=get_args(EventLoopChoice),
         help="run.event_loop in the daemon's config (default: not written, so auto)",
     )
     add(
         "--lean-event-loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=get_args(EventLoopChoice),
         help="event loop of the lean quoter (auto)",
     )
     add("--no-soak", action="store_true", help="skip the soak (full run)")
