@@ -144,7 +144,15 @@ async def test_wal_mode_schema_version_and_synchronous_option(db_path: Path) -> 
         )
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
-    assert {"events_kind", "events_quote_id", "events_ts"} <= indexes
+    assert {
+        "events_quotes",
+        "events_pnl",
+        "events_positions",
+        "events_fills",
+        "events_runs",
+        "archived_runs",
+    } <= indexes
+    assert not {"events_kind", "events_quote_id", "events_ts"} & indexes
     started = raw_rows(db_path, "run_started")[0]
     assert json.loads(started["detail"])["synchronous"] == "FULL"
     assert started["run_id"] == j.run_id
@@ -862,9 +870,17 @@ def test_flushed_rows_survive_a_crash(db_path: Path) -> None:
 
 
 def test_the_module_has_no_update_or_delete_sql() -> None:
+    # The archive (maintenance.py) is the one writer that deletes, and only rows of runs it
+    # first recorded as archived (the trigger below enforces that); version 2's migration
+    # drops the old delete trigger to put that rule in its place.
     modules = sorted(Path(journal_package.__file__).parent.glob("*.py"))
     assert len(modules) > 1
-    source = "\n".join(path.read_text(encoding="utf-8") for path in modules)
+    source = "\n".join(
+        path.read_text(encoding="utf-8") for path in modules if path.name != "maintenance.py"
+    )
+    migration = '"DROP TRIGGER events_append_only_no_delete",'
+    assert source.count(migration) == 1
+    source = source.replace(migration, "")
     forbidden = [
         r"\bUPDATE\s+\w+\s+SET\b",
         r"\bDELETE\s+FROM\b",
@@ -888,6 +904,14 @@ async def test_the_file_itself_refuses_update_and_delete(journal: Journal, db_pa
             conn.execute("UPDATE events SET reason = 'x'")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("DELETE FROM events")
+        # Only the rows of a run recorded in the ledger of archived runs may go.
+        conn.execute(
+            "INSERT INTO archived_runs (run_id, first_seq, last_seq, events, started_at,"
+            " last_at, archived_at, archive) VALUES ('elsewhere', 1, 1, 1, 'x', 'x', 'x', 'x')"
+        )
+        conn.commit()
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM events WHERE run_id = ?", (journal.run_id,))
     finally:
         conn.close()
 

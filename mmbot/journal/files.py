@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import Final
 
 from mmbot.journal.model import JournalError, JournalLocked
 
-__all__ = ["check_path", "file_identity", "release_lock", "take_lock"]
+__all__ = ["check_path", "file_identity", "lock_holder", "release_lock", "take_lock"]
 
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
@@ -121,6 +122,43 @@ def check_path(path: Path, *, create: bool = True) -> None:
         raise JournalError(f"cannot open journal {path}: it is not an SQLite database")
 
 
+# ``lock_holder`` (``mmbot journal runs``) holds a shared lock for microseconds to see
+# whether a daemon holds the exclusive one; a daemon starting at that instant retries for
+# this long rather than report a running mmbot that is not there.
+_PROBE_GRACE_SECONDS: Final = 0.25
+
+
+def _flock_exclusive(fd: int) -> None:
+    deadline = time.monotonic() + _PROBE_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the daemon holding the journal at ``path`` (0: unknown), None if none does."""
+    try:
+        fd = os.open(_lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"cannot inspect journal lock of {path}: {_why(exc)}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _lock_holder(fd) or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def take_lock(path: Path) -> int:
     """Lock the journal at ``path`` for this Journal alone; the open lock file's descriptor."""
     lock_path = _lock_path(path)
@@ -131,7 +169,7 @@ def take_lock(path: Path) -> int:
             f"cannot open journal {path}: cannot open lock file {lock_path}: {_why(exc)}"
         ) from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_exclusive(fd)
     except BlockingIOError:
         pid = _lock_holder(fd)
         os.close(fd)

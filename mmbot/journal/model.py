@@ -158,3 +158,7 @@ class RunRow:
     events: int
     #: When the run recorded its last row (for a crashed run: as far as its record goes).
     last_at: datetime
+    #: The archive file the run was moved to (``mmbot journal archive``); None: still here.
+    archive: str | None = None
+    #: The process that recorded the run (from its ``run_started`` row), if known.
+    pid: int | None = None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mmbot.journal.model import CreatedQuote, ExecutionRow, JournalError, Kind, RunRow, Summary
-from mmbot.journal.schema import SCHEMA_VERSION, format_ts
+from mmbot.journal.schema import QUOTES_WHERE, RUNS_WHERE, SCHEMA_VERSION, format_ts
 
 __all__ = ["Reader"]
 
@@ -27,12 +27,37 @@ __all__ = ["Reader"]
 _LOOKUP_CHUNK: Final = 500
 
 
+class _BadValue(ValueError):
+    """A stored value that is not what the writer stores (a hand-edited or damaged file)."""
+
+
 def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError) as exc:
+        raise _BadValue(f"timestamp {text!r}") from exc
 
 
 def _dec_out(text: str | None) -> Decimal:
-    return Decimal(text) if text is not None else Decimal(0)
+    if text is None:
+        return Decimal(0)
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, TypeError, ValueError) as exc:
+        raise _BadValue(f"amount {text!r}") from exc
+    if not value.is_finite():
+        raise _BadValue(f"amount {text!r}")
+    return value
+
+
+def _detail_out(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _BadValue(f"detail {text[:60]!r}") from exc
+    return value if isinstance(value, dict) else {}
 
 
 def _dec_or_none(value: object) -> Decimal | None:
@@ -85,14 +110,21 @@ class Reader:
             yield conn
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read journal {self._path}: {exc}") from exc
+        except _BadValue as exc:
+            # One line naming the file, as for any other journal the reader cannot use.
+            raise JournalError(
+                f"journal {self._path} holds a value mmbot did not write: {exc}; "
+                "`mmbot journal check` lists every such row"
+            ) from exc
         finally:
             conn.close()
 
     def summary(self, run_id: str | None = None) -> Summary:
         """Counts and totals for one run, or over all runs when ``run_id`` is None."""
-        where, params = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
-        also = "AND run_id = ?" if run_id is not None else ""
         with self._connect() as conn:
+            where, params = ("", ())
+            if run_id is not None:
+                where, params = self._run_rows(conn, run_id)
             counts: dict[tuple[str, str | None], int] = {
                 (kind, reason): count
                 for kind, reason, count in conn.execute(
@@ -104,14 +136,23 @@ class Reader:
                 f"SELECT COUNT(DISTINCT run_id), MIN(ts), MAX(ts) FROM events {where}",  # noqa: S608
                 params,
             ).fetchone()
+            also = f"AND {where.removeprefix('WHERE ')}" if where else ""
             fills = conn.execute(
-                f"SELECT price, contracts FROM events WHERE kind = ? {also}",  # noqa: S608
-                (Kind.EXECUTION.value, *params),
+                f"SELECT price, contracts FROM events WHERE kind = 'execution' {also}",  # noqa: S608
+                params,
             ).fetchall()
             pnl = conn.execute(
-                f"SELECT amount FROM events WHERE kind = ? {also}",  # noqa: S608
-                (Kind.POSITION_CHANGED.value, *params),
+                f"SELECT amount FROM events WHERE kind = 'position_changed' {also}",  # noqa: S608
+                params,
             ).fetchall()
+            # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
+            with localcontext() as ctx:
+                ctx.prec = 100
+                contracts_traded = sum((_dec_out(c) for _, c in fills), Decimal(0))
+                premium = sum((_dec_out(p) * _dec_out(c) for p, c in fills), Decimal(0))
+                realized = sum((_dec_out(a) for (a,) in pnl), Decimal(0))
+            first_ts = _parse_ts(first) if first is not None else None
+            last_ts = _parse_ts(last) if last is not None else None
 
         def total(kind: Kind) -> int:
             return sum(n for (k, _), n in counts.items() if k == kind.value)
@@ -125,17 +166,11 @@ class Reader:
             # Most frequent first, so the table reads as "what mostly happened".
             return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
 
-        # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
-        with localcontext() as ctx:
-            ctx.prec = 100
-            contracts_traded = sum((_dec_out(c) for _, c in fills), Decimal(0))
-            premium = sum((_dec_out(p) * _dec_out(c) for p, c in fills), Decimal(0))
-            realized = sum((_dec_out(a) for (a,) in pnl), Decimal(0))
         return Summary(
             run_id=run_id,
             runs=runs,
-            first_ts=_parse_ts(first) if first is not None else None,
-            last_ts=_parse_ts(last) if last is not None else None,
+            first_ts=first_ts,
+            last_ts=last_ts,
             rfqs_seen=total(Kind.RFQ_SEEN),
             rfqs_skipped=total(Kind.RFQ_SKIPPED),
             rfqs_skipped_by_reason=by_reason(Kind.RFQ_SKIPPED),
@@ -155,36 +190,61 @@ class Reader:
             realized_pnl=realized,
         )
 
+    @staticmethod
+    def _run_rows(conn: sqlite3.Connection, run_id: str) -> tuple[str, tuple[Any, ...]]:
+        """A WHERE clause selecting one run's rows, by seq range where the file allows it.
+
+        One daemon holds the journal at a time, so a run's rows are the seq range from its
+        ``run_started`` to the next run's: a range scan of the table instead of a scan of
+        all of it (which, at exit of a months-old journal, would take minutes).
+        """
+        start = conn.execute(
+            f"SELECT MIN(seq) FROM events WHERE run_id = ? AND {RUNS_WHERE}",  # noqa: S608
+            (run_id,),
+        ).fetchone()[0]
+        if start is None:
+            return "WHERE run_id = ?", (run_id,)
+        after = conn.execute(
+            f"SELECT MIN(seq) FROM events {_indexed(conn, 'events_runs')}"  # noqa: S608
+            f" WHERE {RUNS_WHERE} AND seq > ? AND run_id != ?",
+            (start, run_id),
+        ).fetchone()[0]
+        if after is None:
+            return "WHERE seq >= ? AND run_id = ?", (start, run_id)
+        return "WHERE seq >= ? AND seq < ? AND run_id = ?", (start, after, run_id)
+
     def executions(self, since: datetime | None = None) -> list[ExecutionRow]:
         """Every execution (at or after ``since``, if given), oldest first."""
         sql = (
             "SELECT seq, ts, run_id, quote_id, rfq_id, market, side, price, contracts, detail"
-            " FROM events WHERE kind = ?"
+            " FROM events {indexed} WHERE kind = 'execution'"
         )
-        params: tuple[str, ...] = (Kind.EXECUTION.value,)
+        params: tuple[str, ...] = ()
         if since is not None:
             sql += " AND ts >= ?"
             params += (format_ts(since),)
-        with self._connect() as conn:
-            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
         result = []
-        for seq, ts, run, quote, rfq, market, side, price, contracts, detail in rows:
-            extra = json.loads(detail) if detail else {}
-            order_id = extra.get("order_id") if isinstance(extra, dict) else None
-            result.append(
-                ExecutionRow(
-                    seq=seq,
-                    ts=_parse_ts(ts),
-                    run_id=run,
-                    quote_id=quote,
-                    rfq_id=rfq,
-                    market=market,
-                    side=side,
-                    price=_dec_out(price),
-                    contracts=_dec_out(contracts),
-                    order_id=str(order_id) if order_id is not None else None,
+        with self._connect() as conn:
+            # Named: without statistics SQLite would rather walk the table in seq order
+            # than sort the few rows the partial index holds.
+            sql = sql.format(indexed=_indexed(conn, "events_fills"))
+            rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
+            for seq, ts, run, quote, rfq, market, side, price, contracts, detail in rows:
+                order_id = _detail_out(detail).get("order_id")
+                result.append(
+                    ExecutionRow(
+                        seq=seq,
+                        ts=_parse_ts(ts),
+                        run_id=run,
+                        quote_id=quote,
+                        rfq_id=rfq,
+                        market=market,
+                        side=side,
+                        price=_dec_out(price),
+                        contracts=_dec_out(contracts),
+                        order_id=str(order_id) if order_id is not None else None,
+                    )
                 )
-            )
         return result
 
     def last_positions(self) -> dict[str, Decimal]:
@@ -192,11 +252,10 @@ class Reader:
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT market, contracts FROM events WHERE seq IN ("
-                " SELECT MAX(seq) FROM events WHERE kind = ? GROUP BY market)"
-                " ORDER BY market",
-                (Kind.POSITION_CHANGED.value,),
+                " SELECT MAX(seq) FROM events WHERE kind = 'position_changed' GROUP BY market)"
+                " ORDER BY market"
             ).fetchall()
-        return {market: _dec_out(contracts) for market, contracts in rows if market is not None}
+            return {market: _dec_out(contracts) for market, contracts in rows if market is not None}
 
     def quotes_created(self, quote_ids: Iterable[str]) -> dict[str, CreatedQuote]:
         """How each given quote went live (any run); ids with no such record are absent.
@@ -206,39 +265,34 @@ class Reader:
         """
         wanted = list(dict.fromkeys(quote_ids))
         rows: list[tuple[Any, ...]] = []
+        found: dict[str, CreatedQuote] = {}
         with self._connect() as conn:
             for first in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[first : first + _LOOKUP_CHUNK]
                 marks = ", ".join("?" * len(chunk))
-                # "+kind": left to itself, SQLite picks the kind index and walks every quote
-                # ever made instead of looking the ids up.
-                where = f"quote_id IN ({marks}) AND +kind IN (?, ?)"
                 rows += conn.execute(
                     "SELECT quote_id, rfq_id, market, price, contracts, detail, run_id"  # noqa: S608
-                    f" FROM events WHERE {where} ORDER BY seq",
-                    (*chunk, Kind.QUOTE_CREATED.value, Kind.QUOTE_REPLACED.value),
+                    f" FROM events WHERE quote_id IN ({marks}) AND {QUOTES_WHERE} ORDER BY seq",
+                    chunk,
                 ).fetchall()
-        found: dict[str, CreatedQuote] = {}
-        for quote_id, rfq_id, market, price, contracts, detail, run_id in rows:
-            extra = json.loads(detail) if detail else {}
-            if not isinstance(extra, dict):
-                extra = {}
-            yes_bid = _dec_or_none(price)
-            no_bid = _dec_or_none(extra.get("no_bid"))
-            strategy = extra.get("strategy")
-            if yes_bid is None or no_bid is None or rfq_id is None or market is None:
-                continue  # not a row record_quote_* wrote
-            found[quote_id] = CreatedQuote(
-                quote_id=quote_id,
-                rfq_id=rfq_id,
-                market=market,
-                yes_bid=yes_bid,
-                no_bid=no_bid,
-                contracts=_dec_or_none(contracts),
-                reference=_dec_or_none(extra.get("reference")),
-                strategy=strategy if isinstance(strategy, str) else None,
-                run_id=run_id,
-            )
+            for quote_id, rfq_id, market, price, contracts, detail, run_id in rows:
+                extra = _detail_out(detail)
+                yes_bid = _dec_or_none(price)
+                no_bid = _dec_or_none(extra.get("no_bid"))
+                strategy = extra.get("strategy")
+                if yes_bid is None or no_bid is None or rfq_id is None or market is None:
+                    continue  # not a row record_quote_* wrote
+                found[quote_id] = CreatedQuote(
+                    quote_id=quote_id,
+                    rfq_id=rfq_id,
+                    market=market,
+                    yes_bid=yes_bid,
+                    no_bid=no_bid,
+                    contracts=_dec_or_none(contracts),
+                    reference=_dec_or_none(extra.get("reference")),
+                    strategy=strategy if isinstance(strategy, str) else None,
+                    run_id=run_id,
+                )
         return found
 
     def realized_pnl_since(self, since: datetime) -> Decimal:
@@ -246,43 +300,89 @@ class Reader:
         bound = format_ts(since)
         with self._connect() as conn:
             rows = conn.execute(
-                # "+kind": the ts index narrows to the period, the kind index would not.
-                "SELECT amount FROM events WHERE +kind = ? AND ts >= ?",
-                (Kind.POSITION_CHANGED.value, bound),
+                "SELECT amount FROM events WHERE kind = 'position_changed' AND ts >= ?",
+                (bound,),
             ).fetchall()
-        return _exact_sum(_dec_out(amount) for (amount,) in rows)
+            return _exact_sum(_dec_out(amount) for (amount,) in rows)
 
     def runs(self) -> list[RunRow]:
-        """Every run in the file, oldest first, with its start, clean stop (if any) and size."""
+        """Every run the file knows, oldest first: its start, clean stop (if any) and size.
+
+        A run moved to an archive file is listed from the ledger, with ``archive`` naming
+        the file; the few rows the live file keeps of it do not make it a run of its own.
+        """
         with self._connect() as conn:
             rows = conn.execute(
                 "SELECT run_id, MIN(seq), MIN(ts), COUNT(*), MAX(ts) FROM events GROUP BY run_id"
-                " ORDER BY MIN(seq)"
             ).fetchall()
             stops = {
                 run: (ts, reason)
                 for run, ts, reason in conn.execute(
-                    "SELECT run_id, ts, reason FROM events WHERE kind = ? ORDER BY seq",
-                    (Kind.RUN_STOPPED.value,),
+                    f"SELECT run_id, ts, reason FROM events {_indexed(conn, 'events_runs')}"  # noqa: S608
+                    f" WHERE {RUNS_WHERE}"
+                    " AND kind = 'run_stopped' ORDER BY seq"
                 )
             }
-            starts = dict(
-                conn.execute(
-                    "SELECT run_id, MIN(ts) FROM events WHERE kind = ? GROUP BY run_id",
-                    (Kind.RUN_STARTED.value,),
-                ).fetchall()
-            )
-        result = []
-        for run, _seq, first_ts, count, last_ts in rows:
-            stopped_ts, stop_reason = stops.get(run, (None, None))
-            result.append(
-                RunRow(
-                    run_id=run,
-                    started_at=_parse_ts(starts.get(run, first_ts)),
-                    stopped_at=_parse_ts(stopped_ts) if stopped_ts is not None else None,
-                    stop_reason=stop_reason,
-                    events=count,
-                    last_at=_parse_ts(last_ts),
+            starts: dict[str, tuple[str, int | None]] = {}
+            for run, ts, detail in conn.execute(
+                f"SELECT run_id, ts, detail FROM events {_indexed(conn, 'events_runs')}"  # noqa: S608
+                f" WHERE {RUNS_WHERE} AND kind = 'run_started' ORDER BY seq DESC"
+            ):
+                pid = _detail_out(detail).get("pid")
+                starts[run] = (ts, pid if isinstance(pid, int) else None)
+            archived = _archived(conn)
+            found: dict[str, tuple[int, RunRow]] = {}
+            for run, seq, first_ts, count, last_ts in rows:
+                if run in archived:
+                    continue
+                stopped_ts, stop_reason = stops.get(run, (None, None))
+                found[run] = (
+                    seq,
+                    RunRow(
+                        run_id=run,
+                        started_at=_parse_ts(starts.get(run, (first_ts, None))[0]),
+                        stopped_at=_parse_ts(stopped_ts) if stopped_ts is not None else None,
+                        stop_reason=stop_reason,
+                        events=count,
+                        last_at=_parse_ts(last_ts),
+                        pid=starts.get(run, (None, None))[1],
+                    ),
                 )
-            )
-        return result
+            for run, (seq, row) in archived.items():
+                found[run] = (seq, row)
+        return [row for _, row in sorted(found.values(), key=lambda item: item[0])]
+
+
+def _indexed(conn: sqlite3.Connection, index: str) -> str:
+    """``INDEXED BY index`` where the file has it (version 2 on), else nothing."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index,)
+    ).fetchone()
+    return f"INDEXED BY {index}" if found is not None else ""
+
+
+def _archived(conn: sqlite3.Connection) -> dict[str, tuple[int, RunRow]]:
+    """The ledger of archived runs (empty in a file from before version 2), by run id."""
+    has_ledger = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archived_runs'"
+    ).fetchone()
+    if has_ledger is None:
+        return {}
+    found = {}
+    for run, first_seq, events, started, last, stopped, reason, archive in conn.execute(
+        "SELECT run_id, first_seq, events, started_at, last_at, stopped_at, stop_reason,"
+        " archive FROM archived_runs"
+    ):
+        found[run] = (
+            first_seq,
+            RunRow(
+                run_id=run,
+                started_at=_parse_ts(started),
+                stopped_at=_parse_ts(stopped) if stopped is not None else None,
+                stop_reason=reason,
+                events=events,
+                last_at=_parse_ts(last),
+                archive=archive,
+            ),
+        )
+    return found
