@@ -46,6 +46,7 @@ Handler = Callable[[argparse.Namespace, Settings], Any]
 # that is not installed is skipped, so a slimmed-down install still gets a working CLI.
 PLUGIN_MODULES = (
     "mmbot.cli.ops",
+    "mmbot.cli.journal",
     "mmbot.mock.cli",
     "mmbot.cli.run",
     "mmbot.cli.health",

@@ -14,6 +14,7 @@ The parts, each documented in its own module:
 - ``files``: the start-up checks on the path and the one-daemon lock;
 - ``writer``: the queue, the writer thread, its retries and its health;
 - ``readers``: the summary, executions, positions, runs and start-up look-ups;
+- ``maintenance``: check, online backup and archive (``mmbot journal``);
 - ``report``: the summary rendered as a table.
 """
 
