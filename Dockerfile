@@ -1,6 +1,6 @@
 # mmbot, the market maker, as a container image.
 #
-#   docker build -t mmbot .
+#   docker build --build-arg MMBOT_COMMIT="$(git rev-parse HEAD)" -t mmbot .
 #   docker run -d --name mmbot \
 #     -v "$PWD/production.toml:/etc/mmbot/config.toml:ro" \
 #     -v mmbot-journal:/var/lib/mmbot \
@@ -27,6 +27,15 @@ COPY mmbot mmbot
 COPY strategies strategies
 RUN docker/install.sh app /opt/venv
 
+# The commit built, for `mmbot --version` and the mmbot_build_info metric: the build context
+# holds no .git, so it comes in as a build argument and is stamped into the installed package
+# (mmbot/_commit.txt). Without it the image reports "unknown"; anything but 7 to 64 hex
+# digits fails the build. Declared after the install, so that the argument leaves the
+# cached dependency layer alone; -I imports the installed package, not the source in the
+# working directory.
+ARG MMBOT_COMMIT=""
+RUN /opt/venv/bin/python -I -m mmbot.buildinfo stamp "$MMBOT_COMMIT"
+
 
 FROM python:3.11.13-slim-bookworm
 
@@ -44,6 +53,10 @@ RUN groupadd --system --gid 10001 mmbot \
     && chown mmbot:mmbot /var/lib/mmbot /var/run/mmbot
 
 COPY --from=builder /opt/venv /opt/venv
+
+# The same commit as image metadata (`docker inspect`); empty when none was given.
+ARG MMBOT_COMMIT=""
+LABEL org.opencontainers.image.revision="$MMBOT_COMMIT"
 
 # MMBOT_CONFIG lets every other command (healthcheck, check-config, quotes cancel-all run
 # through `docker exec`) read the same file as the default command.

@@ -655,6 +655,7 @@ class Engine:
             realized_pnl=snapshot.realized_pnl,
             unrealized_pnl=snapshot.unrealized_pnl,
             daily_pnl=self.risk.daily_pnl(),
+            realized_pnl_today=self.risk.realized_pnl_today(),
             ws_frames=stats.frames,
             ws_invalid=stats.malformed,
             ws_unknown=stats.unknown,

@@ -40,6 +40,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from mmbot import __version__
+from mmbot.buildinfo import build_commit
 from mmbot.config import ConfigError, ConfigProblem, MetricsSettings
 from mmbot.logs import records_dropped
 
@@ -117,6 +118,7 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_daily_loss_limit_dollars": "gauge",
     "mmbot_unrealized_pnl_dollars": "gauge",
     "mmbot_daily_pnl_dollars": "gauge",
+    "mmbot_realized_pnl_today_dollars": "gauge",
     "mmbot_position_contracts": "gauge",
     "mmbot_positions_open": "gauge",
     "mmbot_marketdata_age_seconds": "gauge",
@@ -177,6 +179,8 @@ class State:
     realized_pnl: Decimal = Decimal(0)
     unrealized_pnl: Decimal = Decimal(0)
     daily_pnl: Decimal = Decimal(0)
+    #: Realised since UTC midnight, including what was rebuilt from the journal at start.
+    realized_pnl_today: Decimal = Decimal(0)
     ws_frames: int = 0
     ws_invalid: int = 0
     ws_unknown: int = 0
@@ -453,6 +457,11 @@ class _StateCollector(Collector):
             "positions marked to market, pending fills at their worst",
             s.daily_pnl,
         )
+        yield gauge(
+            "mmbot_realized_pnl_today_dollars",
+            "P&L realised since UTC midnight, this run's and earlier runs' (from the journal)",
+            s.realized_pnl_today,
+        )
         yield from _position_families(s.positions if state is not None else None)
         yield counter("mmbot_ws_frames_total", "WebSocket frames received", s.ws_frames)
         yield counter(
@@ -516,9 +525,11 @@ class _StateCollector(Collector):
             records_dropped(),
         )
         info = GaugeMetricFamily(
-            "mmbot_build_info", "mmbot build: version and Python", labels=["version", "python"]
+            "mmbot_build_info",
+            "mmbot build: version, git commit and Python",
+            labels=["version", "commit", "python"],
         )
-        info.add_metric([__version__, platform.python_version()], 1.0)
+        info.add_metric([__version__, build_commit(), platform.python_version()], 1.0)
         yield info
 
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import mmbot
+from mmbot.buildinfo import build_commit
 from mmbot.cli import entry as cli
 from mmbot.config import Settings
 from mmbot.journal import SCHEMA_VERSION, Journal
@@ -250,7 +251,7 @@ def test_no_subcommand_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"mmbot {mmbot.__version__}"
+    assert capsys.readouterr().out.strip() == f"mmbot {mmbot.__version__} (commit {build_commit()})"
 
 
 def test_config_error_fails_every_subcommand_before_dispatch(

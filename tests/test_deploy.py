@@ -43,11 +43,18 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mmbot.json"
 ALERT_SEVERITY = {
     "MmbotDown": "page",
     "MmbotNotReady": "page",
+    "MmbotQuotingStalled": "page",
     "MmbotReconnectStorm": "warn",
     "MmbotExposureNearLimit": "warn",
+    "MmbotExposureOverLimit": "page",
+    "MmbotDailyLossNearLimit": "warn",
+    "MmbotDailyLossLimitReached": "page",
     "MmbotDeclineRateSpike": "warn",
     "MmbotRateLimited": "warn",
     "MmbotJournalUnhealthy": "page",
+    "MmbotConfirmsFailing": "warn",
+    "MmbotRfqToQuoteSlow": "warn",
+    "MmbotRestarting": "warn",
     "MmbotKillSwitchOn": "info",
 }
 
@@ -55,18 +62,43 @@ ALERT_SEVERITY = {
 ALERT_METRICS = {
     "MmbotDown": {"up"},
     "MmbotNotReady": {"mmbot_ready"},
+    "MmbotQuotingStalled": {
+        "mmbot_rfqs_received_total",
+        "mmbot_quotes_created_total",
+        "mmbot_quotes_replaced_total",
+        "mmbot_ready",
+        "mmbot_kill_switch",
+    },
     "MmbotReconnectStorm": {"mmbot_ws_reconnects_total"},
     "MmbotExposureNearLimit": {"mmbot_exposure_dollars", "mmbot_exposure_limit_dollars"},
+    "MmbotExposureOverLimit": {"mmbot_exposure_dollars", "mmbot_exposure_limit_dollars"},
+    "MmbotDailyLossNearLimit": {"mmbot_daily_pnl_dollars", "mmbot_daily_loss_limit_dollars"},
+    "MmbotDailyLossLimitReached": {"mmbot_daily_pnl_dollars", "mmbot_daily_loss_limit_dollars"},
     "MmbotDeclineRateSpike": {"mmbot_quotes_declined_total", "mmbot_quotes_accepted_total"},
     "MmbotRateLimited": {"mmbot_rate_limited_total"},
     "MmbotJournalUnhealthy": {"mmbot_journal_healthy", "mmbot_journal_rows_lost_total"},
+    "MmbotConfirmsFailing": {"mmbot_confirms_failed_total"},
+    "MmbotRfqToQuoteSlow": {
+        "mmbot_rfq_to_quote_seconds_bucket",
+        "mmbot_rfq_to_quote_seconds_count",
+    },
+    "MmbotRestarting": {"process_start_time_seconds"},
     "MmbotKillSwitchOn": {"mmbot_kill_switch"},
 }
 
-RUNBOOK_ANCHOR = "README.md#alerts"
+#: Every rule's runbook_url: the operator's base address (the external label runbook_base,
+#: set in prometheus.yml from MMBOT_RUNBOOK_BASE), "#", the alert's README heading anchor.
+RUNBOOK_BASE_TEMPLATE = "{{ $externalLabels.runbook_base }}"
+RUNBOOK_BASE_VARIABLE = "MMBOT_RUNBOOK_BASE"
 
-#: Labels Prometheus attaches to every scraped series (the scrape target's).
-TARGET_LABELS = frozenset({"job", "instance"})
+#: Labels Prometheus attaches to every scraped series (the scrape target's): ``shard`` is a
+#: target label of prometheus.yml's mmbot job.
+TARGET_LABELS = frozenset({"job", "instance", "shard"})
+#: The dashboard's template variables: every selector of every panel filters on both.
+DASHBOARD_VARIABLES = ("instance", "shard")
+DASHBOARD_FILTERS = tuple(f'{name}=~"${name}"' for name in DASHBOARD_VARIABLES)
+#: A series selector with its matchers, if any.
+ANY_SELECTOR = re.compile(r"\b(mmbot_[a-z0-9_]+|up)\b(?:\{([^}]*)\})?")
 #: Series Prometheus makes itself, which the queries may use besides mmbot's: name -> type.
 BUILTIN_SERIES = {"up": "gauge"}
 
@@ -422,6 +454,22 @@ def test_prometheus_scrapes_the_mmbot_service(
     assert _duration_seconds(interval) <= 30
 
 
+def test_every_mmbot_target_carries_its_shard(
+    prometheus: dict[str, Any], mmbot_settings: Any
+) -> None:
+    # The dashboard's $shard variable reads the scrape target's shard label: the target's
+    # kalshi.shard_key, or "unsharded" for a daemon that takes the whole feed.
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    for static in jobs["mmbot"]["static_configs"]:
+        shard = static.get("labels", {}).get("shard")
+        assert shard, f"{static['targets']}: no shard label"
+        assert re.fullmatch(r"\d{1,2}|unsharded", str(shard)), shard
+    # The demo's one target runs the compose settings.
+    (static,) = jobs["mmbot"]["static_configs"]
+    key = mmbot_settings.kalshi.shard_key
+    assert str(static["labels"]["shard"]) == ("unsharded" if key is None else str(key))
+
+
 def test_job_names_in_queries_are_scraped(
     prometheus: dict[str, Any], exprs: list[tuple[str, str]]
 ) -> None:
@@ -487,13 +535,14 @@ def test_every_alert_is_complete(rules: list[dict[str, Any]]) -> None:
         annotations = rule["annotations"]
         assert annotations["summary"].strip(), name
         assert annotations["description"].strip(), name
-        assert annotations["runbook"] == RUNBOOK_ANCHOR, name
+        assert "runbook" not in annotations, name
+        assert annotations["runbook_url"] == f"{RUNBOOK_BASE_TEMPLATE}#{name.lower()}", name
 
 
 def test_alerts_watch_their_metrics(rules: list[dict[str, Any]]) -> None:
     for rule in rules:
         expr = str(rule["expr"])
-        names = set(METRIC_NAME.findall(expr)) | set(re.findall(r"\bup\b", expr))
+        names = set(METRIC_NAME.findall(expr)) | set(re.findall(r"\bup\b|\bprocess_\w+", expr))
         assert ALERT_METRICS[rule["alert"]] <= names, rule["alert"]
 
 
@@ -507,17 +556,68 @@ def test_alert_thresholds(rules: list[dict[str, Any]]) -> None:
     assert re.search(
         r"mmbot_quotes_accepted_total\[\d+m\]\)\s*>=?\s*\d+", by_name["MmbotDeclineRateSpike"]
     )
+    # Over the limit, not near it; the loss alerts read the P&L as a loss (negated).
+    assert (
+        "mmbot_exposure_dollars > mmbot_exposure_limit_dollars" in by_name["MmbotExposureOverLimit"]
+    )
+    assert "mmbot_exposure_limit_dollars > 0" in by_name["MmbotExposureOverLimit"]
+    assert (
+        "-mmbot_daily_pnl_dollars >= 0.8 * mmbot_daily_loss_limit_dollars"
+        in by_name["MmbotDailyLossNearLimit"]
+    )
+    assert (
+        "-mmbot_daily_pnl_dollars >= mmbot_daily_loss_limit_dollars"
+        in by_name["MmbotDailyLossLimitReached"]
+    )
+    for name in ("MmbotDailyLossNearLimit", "MmbotDailyLossLimitReached"):
+        assert "mmbot_daily_loss_limit_dollars > 0" in by_name[name], name
+    # A stall needs RFQs to have arrived, and is not one while the kill switch is on.
+    stalled = by_name["MmbotQuotingStalled"]
+    assert re.search(r"increase\(mmbot_rfqs_received_total\[\d+m\]\) >= \d+", stalled)
+    assert "mmbot_kill_switch == 0" in stalled
+    assert "mmbot_ready == 1" in stalled
+    assert "increase(mmbot_confirms_failed_total[10m]) > 0" in by_name["MmbotConfirmsFailing"]
+    # The p99 objective sits on a bucket boundary (25 ms) and needs a minimum quote rate.
+    slow = by_name["MmbotRfqToQuoteSlow"]
+    assert "histogram_quantile(0.99, sum by (job, instance, shard, le)" in slow
+    assert "> 0.025" in slow
+    assert re.search(r"rate\(mmbot_rfq_to_quote_seconds_count\[5m\]\)\) >= 0\.\d+", slow)
+    body, _ = Metrics().render()
+    assert 'mmbot_rfq_to_quote_seconds_bucket{le="0.025"}' in body.decode()
+    assert 'changes(process_start_time_seconds{job="mmbot"}[1h]) > 2' in by_name["MmbotRestarting"]
     for rule in rules:
         if rule["alert"] == "MmbotNotReady":
             assert _duration_seconds(str(rule["for"])) >= 60
 
 
 def test_readme_has_the_alerts_section() -> None:
-    # Every rule's runbook annotation links to README.md#alerts.
+    # Every rule's runbook_url links to its alert's own heading in the Alerts section.
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert re.search(r"^#+\s+Alerts\s*$", readme, re.MULTILINE), "README.md needs an Alerts heading"
     for name in ALERT_SEVERITY:
-        assert name in readme, f"README.md does not document {name}"
+        assert re.search(rf"^#+\s+`{name}`\s*$", readme, re.MULTILINE), f"no README heading {name}"
+    assert RUNBOOK_BASE_VARIABLE in readme
+
+
+def test_runbook_base_is_one_operator_setting(
+    compose: dict[str, Any], prometheus: dict[str, Any]
+) -> None:
+    # prometheus.yml takes the base from the environment (Prometheus 3 expands ${...} in
+    # external labels; 2.x needs the feature flag), and compose passes it through with a
+    # fallback, so the demo starts (and `docker compose config` passes) when it is unset.
+    assert prometheus["global"]["external_labels"]["runbook_base"] == (
+        f"${{{RUNBOOK_BASE_VARIABLE}}}"
+    )
+    service = compose["services"]["prometheus"]
+    value = service["environment"][RUNBOOK_BASE_VARIABLE]
+    match = re.fullmatch(rf"\$\{{{RUNBOOK_BASE_VARIABLE}:-([^}}]+)\}}", value)
+    assert match, value
+    assert "://" not in match.group(1), "the fallback must not invent a host"
+    major = int(service["image"].rpartition(":")[2].lstrip("v").split(".")[0])
+    flags = " ".join(service["command"])
+    assert major >= 3 or "expand-external-labels" in flags
+    deploy_readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert RUNBOOK_BASE_VARIABLE in deploy_readme
 
 
 # ------------------------------------------------------------------------------ dashboard
@@ -564,11 +664,111 @@ def test_every_panel_uses_the_provisioned_datasource(
             assert target["expr"].strip(), panel["title"]
 
 
+def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {var["name"]: var for var in dashboard.get("templating", {}).get("list", [])}
+
+
 def test_dashboard_uses_no_undefined_variables(dashboard: dict[str, Any]) -> None:
-    # The dashboard defines no template variables: only Grafana's built-in ones may appear.
-    assert not dashboard.get("templating", {}).get("list")
+    # Only Grafana's built-in variables and the dashboard's own may appear.
+    defined = set(_variables(dashboard))
+    assert defined == set(DASHBOARD_VARIABLES)
     for where, expr in _dashboard_exprs(dashboard):
-        assert "$" not in _without_grafana_variables(expr), where
+        used = set(re.findall(r"\$\{?(\w+)", _without_grafana_variables(expr)))
+        assert used <= defined, f"{where}: undefined {sorted(used - defined)}"
+
+
+def test_dashboard_variables_select_instances_and_shards(
+    dashboard: dict[str, Any], datasource: dict[str, Any], exposition: dict[str, Series]
+) -> None:
+    variables = _variables(dashboard)
+    for name in DASHBOARD_VARIABLES:
+        var = variables[name]
+        assert var["type"] == "query", name
+        assert var["datasource"] == {"type": "prometheus", "uid": datasource["uid"]}, name
+        assert var["multi"] is True, f"{name}: several instances or shards at once"
+        assert var["includeAll"] is True, f"{name}: an All option"
+        # All as ".*" rather than a list of the values seen: it also matches a target
+        # scraped without a shard label, and a target that appeared after the page loaded.
+        assert var["allValue"] == ".*", name
+        assert var["current"]["value"] == ["$__all"], f"{name}: All selected by default"
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        assert query == var["definition"], name
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert match, f"{name}: {query}"
+        selector, label = match.groups()
+        assert label == name, query
+        # Read from up, which a target has even while it is down.
+        (metric, matchers) = SELECTOR.fullmatch(selector).groups()  # type: ignore[union-attr]
+        assert metric == "up", query
+        assert 'job="mmbot"' in matchers, query
+        for label_name in MATCHER_LABEL.findall(matchers):
+            assert label_name in _known_labels(exposition, metric), query
+    # Instances are offered within the selected shards.
+    assert 'shard=~"$shard"' in variables["instance"]["definition"]
+    order = [var["name"] for var in dashboard["templating"]["list"]]
+    assert order.index("shard") < order.index("instance"), "instance depends on shard"
+
+
+def test_every_dashboard_query_filters_on_instance_and_shard(dashboard: dict[str, Any]) -> None:
+    checked = 0
+    for where, expr in _dashboard_exprs(dashboard):
+        for name, matchers in ANY_SELECTOR.findall(expr):
+            for wanted in DASHBOARD_FILTERS:
+                assert wanted in matchers, f"{where}: {name} lacks {wanted}\n{expr}"
+            checked += 1
+    assert checked >= len(_dashboard_exprs(dashboard))
+
+
+def test_every_dashboard_selector_filters_in_the_syntax_tree(dashboard: dict[str, Any]) -> None:
+    # The regex check above, through a real parser: no selector escapes the variables.
+    promql_parser = pytest.importorskip("promql_parser")
+
+    def selectors(node: Any) -> Iterator[Any]:
+        kind = type(node).__name__
+        if kind == "VectorSelector":
+            yield node
+            return
+        for attr in ("expr", "lhs", "rhs", "vector_selector", "param"):
+            child = getattr(node, attr, None)
+            if child is not None and type(child).__name__ not in ("str", "int", "float"):
+                yield from selectors(child)
+        for arg in getattr(node, "args", None) or []:
+            yield from selectors(arg)
+
+    for where, expr in _dashboard_exprs(dashboard):
+        found = list(selectors(promql_parser.parse(_without_grafana_variables(expr))))
+        assert found, where
+        for selector in found:
+            regexes = {
+                m.name: m.value
+                for m in selector.matchers.matchers
+                if str(m.op).endswith("Re") and "Not" not in str(m.op)
+            }
+            for name in DASHBOARD_VARIABLES:
+                assert regexes.get(name) == f"${name}", f"{where}: {selector.name} {name}"
+
+
+def test_dashboard_shows_todays_pnl_against_the_daily_loss_limit(
+    dashboard: dict[str, Any],
+) -> None:
+    (panel,) = [
+        p
+        for p in _panels(dashboard["panels"])
+        if p.get("title") == "Today's P&L vs daily loss limit"
+    ]
+    assert panel["type"] == "timeseries"
+    assert panel["fieldConfig"]["defaults"]["unit"] == "currencyUSD"
+    exprs = [" ".join(target["expr"].split()) for target in panel["targets"]]
+    realised, daily, limit = exprs
+    assert "mmbot_realized_pnl_today_dollars{" in realised
+    assert "mmbot_daily_pnl_dollars{" in daily
+    # The limit is a loss: drawn below zero, where the daily P&L would meet it.
+    assert limit.startswith("-")
+    assert "mmbot_daily_loss_limit_dollars{" in limit
+    # Per daemon: each one's P&L against its own limit, not a sum against one limit.
+    for expr in exprs:
+        assert "by (instance, shard)" in expr, expr
+    assert panel["description"].strip()
 
 
 def test_dashboard_shows_every_contract_family(dashboard: dict[str, Any]) -> None:
@@ -592,7 +792,10 @@ def test_dashboard_latency_quantiles(dashboard: dict[str, Any]) -> None:
     exprs = [" ".join(expr.split()) for _, expr in _dashboard_exprs(dashboard)]
     for histogram in ("mmbot_rfq_to_quote_seconds", "mmbot_confirm_latency_seconds"):
         for quantile in ("0.5", "0.9", "0.99"):
-            pattern = rf"histogram_quantile\({quantile}, sum by \(le\) \(rate\({histogram}_bucket\["
+            pattern = (
+                rf"histogram_quantile\({quantile}, sum by \(le\) "
+                rf"\(rate\({histogram}_bucket(\{{[^}}]*\}})?\["
+            )
             assert any(re.search(pattern, expr) for expr in exprs), (histogram, quantile)
 
 
@@ -822,6 +1025,11 @@ def test_deploy_readme_covers_usage_and_every_file() -> None:
     assert "docker compose -f deploy/docker-compose.yml up --build" in readme
     for url in ("localhost:3000", "localhost:9090", "localhost:9100"):
         assert url in readme
+    # The shard label and the dashboard variables built on it.
+    assert "`shard`" in readme
+    assert "kalshi.shard_key" in readme
+    for variable in DASHBOARD_VARIABLES:
+        assert f"`${variable}`" in readme, variable
     for command in (
         "docker compose -f deploy/docker-compose.yml exec mmbot touch /var/run/mmbot/STOP",
         "docker compose -f deploy/docker-compose.yml exec mmbot mmbot quotes cancel-all",

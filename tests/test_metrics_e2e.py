@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import mmbot.mock.server as mock_server
 from mmbot import __version__
 from mmbot import daemon as assembly
+from mmbot.buildinfo import build_commit
 from mmbot.cli import run as runcli
 from mmbot.config import Settings
 from mmbot.engine import Engine
@@ -336,7 +337,12 @@ async def test_metrics_during_a_dry_run_match_the_journal_and_the_exchange(
         assert after.value("mmbot_ws_frames_invalid_total") > 0
         assert after.value("mmbot_rate_limited_total") > 0
         assert (
-            after.value("mmbot_build_info", version=__version__, python=platform.python_version())
+            after.value(
+                "mmbot_build_info",
+                version=__version__,
+                commit=build_commit(),
+                python=platform.python_version(),
+            )
             == 1
         )
         assert after.value("mmbot_ready") == 1

@@ -201,6 +201,24 @@ def test_state_is_read_from_the_daemon_at_scrape_time() -> None:
     assert value(metrics, "mmbot_open_quotes") == 7
 
 
+def test_realized_pnl_today_is_reported_apart_from_the_daily_pnl() -> None:
+    metrics = Metrics()
+    metrics.bind(
+        FakeDaemon(
+            State(
+                realized_pnl=Decimal("1.25"),
+                realized_pnl_today=Decimal("-12.34"),
+                daily_pnl=Decimal("-20.5"),
+                daily_loss_limit=Decimal("100"),
+            )
+        )
+    )
+    assert value(metrics, "mmbot_realized_pnl_today_dollars") == -12.34
+    assert value(metrics, "mmbot_realized_pnl_dollars") == 1.25
+    assert value(metrics, "mmbot_daily_pnl_dollars") == -20.5
+    assert value(metrics, "mmbot_daily_loss_limit_dollars") == 100
+
+
 # ----------------------------------------------------------------------------- the server
 
 
@@ -449,6 +467,17 @@ def test_engine_health_names_each_reason(tmp_path: Path) -> None:
     assert state.health == stopping
     # The limits are reported from the settings, the source an operator edits.
     assert state.exposure_limit == Settings().risk.max_exposure_dollars
+    # Today's realised P&L is the risk book's, which start-up rebuilds from the journal:
+    # earlier runs' losses today count, while this run's own realised P&L is still zero.
+    assert state.realized_pnl_today == 0
+    engine.risk.set_realized_today(Decimal("-7.5"))
+    state = engine.state()
+    assert state.realized_pnl_today == Decimal("-7.5")
+    assert state.realized_pnl == 0
+    assert state.daily_pnl == Decimal("-7.5")
+    metrics = Metrics()
+    metrics.bind(engine)
+    assert value(metrics, "mmbot_realized_pnl_today_dollars") == -7.5
     journal.close()
     assert any(r.startswith("journal unhealthy, no new risk") for r in engine.health().reasons)
 

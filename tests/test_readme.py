@@ -321,11 +321,17 @@ def _alert_names() -> list[str]:
     return names
 
 
-def test_alerts_heading_gives_the_anchor_the_rules_link_to() -> None:
+def test_alerts_heading_gives_the_anchors_the_rules_link_to() -> None:
     slugs = [slug(title) for _, title in _headings(_readme())]
     assert slugs.count("alerts") == 1, "README needs exactly one heading with anchor #alerts"
     if ALERTS.exists():
-        assert "README.md#alerts" in ALERTS.read_text(encoding="utf-8")
+        # Each rule's runbook_url ends in its own alert's anchor: the slug of its heading.
+        rules = ALERTS.read_text(encoding="utf-8")
+        alert_slugs = [slug(title) for level, title in _headings(section("Alerts")) if level == 4]
+        for name in _alert_names():
+            anchor = slug(f"`{name}`")
+            assert alert_slugs.count(anchor) == 1, f"README needs one heading with anchor #{anchor}"
+            assert f'runbook_base }}}}#{anchor}"' in rules, f"{name} does not link to #{anchor}"
 
 
 def test_every_alert_has_a_paragraph_and_no_other() -> None:

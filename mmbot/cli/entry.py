@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from mmbot import __version__
+from mmbot.buildinfo import version_line
 from mmbot.clients import build_signer
 from mmbot.config import (
     ConfigError,
@@ -110,6 +110,25 @@ def _common_parser() -> argparse.ArgumentParser:
     return common
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: one unwrapped line, ``mmbot 0.1.0 (commit ...)``, resolved when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        # argparse's own version action wraps the text to the terminal's width.
+        print(version_line(parser.prog))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with built-in and plugin subcommands."""
     common = _common_parser()
@@ -119,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and commit, and exit"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = subparsers.add_parser(

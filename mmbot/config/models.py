@@ -64,7 +64,8 @@ ENV_NESTED_DELIMITER = "__"
 CONFIG_ENV_VAR = "MMBOT_CONFIG"
 # MMBOT_* variables that are not settings; any other unknown MMBOT_* variable is reported,
 # because a typo such as MMBOT_LOG_LEVEL (one underscore) would otherwise be silently ignored.
-NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR})
+# MMBOT_BUILD_COMMIT is the image's build stamp (mmbot.buildinfo), not a setting.
+NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "MMBOT_BUILD_COMMIT"})
 
 DEFAULT_REST_URL = "https://api.elections.kalshi.com/trade-api/v2"
 DEFAULT_WS_URL = "wss://api.elections.kalshi.com/trade-api/ws/v2"
