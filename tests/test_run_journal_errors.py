@@ -88,3 +88,40 @@ def test_a_journal_written_by_a_newer_mmbot_is_one_error_line(tmp_path: Path) ->
     with contextlib.closing(sqlite3.connect(journal)) as conn:
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (newer,)
         assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM events").fetchone() == (1,)
+
+
+def test_a_kill_switch_nobody_could_create_stops_the_start(tmp_path: Path) -> None:
+    # Found when the daemon starts, not when an operator reaches for the switch and
+    # `touch` fails: fail closed, naming the key.
+    env = subprocess_env(
+        ignore_case=False,
+        PYTHONPATH=str(REPO),
+        MMBOT_RISK__KILL_SWITCH_FILE=str(tmp_path / "no-such-dir" / "STOP"),
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "mmbot",
+            "run",
+            "--dry-run",
+            "--duration",
+            "10",
+            "--journal.path",
+            str(tmp_path / "journal.sqlite"),
+            "--metrics.enabled",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "error: invalid configuration" in done.stderr
+    assert "risk.kill_switch_file" in done.stderr
+    assert "no-such-dir does not exist" in done.stderr
+    assert not (tmp_path / "journal.sqlite").exists()

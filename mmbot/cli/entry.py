@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from mmbot.buildinfo import version_line
+from mmbot.cli.run import kill_switch_problem
 from mmbot.clients import build_signer
 from mmbot.config import (
     ConfigError,
@@ -281,7 +282,7 @@ def _extra_checks(settings: Settings, sources: Mapping[str, str] | None = None) 
     known = sources or {}
     problems.extend(
         str(problem)
-        for problem in (_journal_problem(settings, known), _kill_switch_problem(settings, known))
+        for problem in (_journal_problem(settings, known), kill_switch_problem(settings, known))
         if problem is not None
     )
     kalshi = settings.kalshi
@@ -313,23 +314,6 @@ def _journal_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigPr
             sources=(sources.get("journal.path"),),
         )
     return None
-
-
-def _kill_switch_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
-    """A kill-switch file nobody could create: its directory does not exist."""
-    path = settings.risk.kill_switch_file
-    if path is None or path.parent.is_dir():
-        return None
-    # The daemon only looks for the file; without its directory `touch` fails at the
-    # moment the switch is needed, so this is found now instead.
-    why = "is not a directory" if path.parent.exists() else "does not exist"
-    return ConfigProblem(
-        keys=("risk.kill_switch_file",),
-        expected="a file in an existing directory",
-        got=repr(str(path)),
-        note=f"directory {path.parent} {why}",
-        sources=(sources.get("risk.kill_switch_file"),),
-    )
 
 
 def _config_warnings(settings: Settings) -> list[str]:

@@ -105,6 +105,23 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def kill_switch_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
+    """A kill-switch file nobody could create (its directory is missing), or None."""
+    path = settings.risk.kill_switch_file
+    if path is None or path.parent.is_dir():
+        return None
+    # The daemon only looks for the file; without its directory `touch` fails at the
+    # moment the switch is needed, so this is found now instead.
+    why = "is not a directory" if path.parent.exists() else "does not exist"
+    return ConfigProblem(
+        keys=("risk.kill_switch_file",),
+        expected="a file in an existing directory",
+        got=repr(str(path)),
+        note=f"directory {path.parent} {why}",
+        sources=(sources.get("risk.kill_switch_file"),),
+    )
+
+
 def _bind_run_fields(run_id: str | None = None) -> str:
     """Put ``run_id`` (a new one if None), version and pid on every later log line; the id."""
     # The journal's own format (UTC start time, then random), so log lines and journal rows
@@ -243,6 +260,11 @@ async def run_daemon(
     stop = stop or asyncio.Event()
     try:
         router = build_router(settings, dry_run=dry_run)
+        # A kill switch that cannot be engaged is found before the first quote, not when
+        # an operator reaches for it: fail closed.
+        unusable = kill_switch_problem(settings, sources or {})
+        if unusable is not None:
+            raise ConfigError([unusable])
     except ConfigError as exc:
         _complain("error: invalid configuration")
         for problem in exc.problems:
