@@ -762,3 +762,29 @@ def test_the_subcommands_on_a_journal_written_by_dry_runs(tmp_path: Path) -> Non
     assert {**all_rows(path), **all_rows(Path(record["archive"]))} == all_rows(copy)
     statuses = [json.loads(line)["status"] for line in run("runs", "--json").stdout.splitlines()]
     assert statuses == ["archived", "stopped"]
+
+
+def test_the_pace_follows_a_daemon_starting_and_stopping(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmbot.journal.maintenance as maintenance
+
+    clock = [100.0]
+    monkeypatch.setattr(maintenance.time, "monotonic", lambda: clock[0])
+    slept: list[float] = []
+    monkeypatch.setattr(maintenance.time, "sleep", slept.append)
+    answers = [1.0, 0.1]
+    asked: list[float] = []
+
+    def busy() -> float:
+        asked.append(clock[0])
+        return answers.pop(0)
+
+    pace = maintenance._Pacer(0.005, busy)
+    clock[0] += 0.2  # 200 ms of work, no daemon: only the fixed pause
+    pace()
+    assert slept == [0.005]
+    clock[0] += 1.0  # a daemon took the journal: the next pause is nine times the work
+    pace()
+    assert asked == [100.2, 101.2]
+    assert slept[-1] == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="busy"):
+        archive(Path("/nonexistent"), before=NOW, busy=0.0, clock=_now)

@@ -28,9 +28,10 @@ __all__ = ["register"]
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-# An archive beside a running daemon works a tenth of the time: measured on 2 cores
-# (benchmarks/journal.py archive), that keeps its cost to the daemon's RFQ-to-quote p99
-# within the noise, where working flat out (even at idle CPU priority) nearly doubled it.
+# Beside a running daemon the archive works a tenth of the time. On 2 cores any work on
+# the other core slows the daemon, even at idle CPU priority; measured with
+# benchmarks/journal.py, an archive working flat out nearly doubled the daemon's
+# RFQ-to-quote p99, and one working a quarter of the time raised it by a quarter.
 _PACE_WHILE_RUNNING = 0.1
 
 
@@ -281,6 +282,16 @@ def _backup(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
+def _auto_pace(path: Path) -> Callable[[], float]:
+    """Full speed with no daemon to make way for, paced while one holds the journal."""
+
+    # Asked again as the archive goes, so a daemon started meanwhile is made way for too.
+    def pace() -> float:
+        return 1.0 if lock_holder(path) is None else _PACE_WHILE_RUNNING
+
+    return pace
+
+
 def _archive(args: argparse.Namespace, path: Path) -> int:
     _yield_cpu()
     before: datetime | None = args.before
@@ -288,10 +299,7 @@ def _archive(args: argparse.Namespace, path: Path) -> int:
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         before = today - timedelta(days=args.older_than)
     progress = None if args.json else (lambda text: print(text, file=sys.stderr))
-    busy = args.pace
-    if busy is None:
-        # Full speed with no daemon to make way for; paced while one quotes.
-        busy = 1.0 if lock_holder(path) is None else _PACE_WHILE_RUNNING
+    busy = args.pace if args.pace is not None else _auto_pace(path)
     report = archive(
         path,
         before=before,

@@ -18,12 +18,15 @@ itself (every ``mmbot journal`` command reads it). What it never moves:
   latest ``position_changed`` row of every market (the last recorded positions). These are
   copied to the archive with their run but also stay in the live file.
 
-The order makes a crash at any point safe to repeat: the runs' rows are copied and the
-copies counted first; then the runs are recorded in ``archived_runs`` (the ledger that
-the append-only trigger consults before allowing a delete); then their rows are deleted
-from the live file in small transactions with pauses between them, so the daemon's writer
-never waits for more than one of them. A second ``archive`` finishes what an interrupted one
-left, and releases kept rows that a later position made unnecessary.
+The order makes a crash at any point safe to repeat: the runs' rows are copied, the
+copies counted and synced to disk first; then the runs are recorded in ``archived_runs``
+(the ledger that the append-only trigger consults before allowing a delete); then their
+rows are deleted from the live file in small transactions with pauses between them, so
+the daemon's writer never waits for more than one of them. A second ``archive`` finishes
+what an interrupted one left, and releases kept rows that a later position made
+unnecessary. Nothing else is synced: on 2 cores the disk work of every per-transaction
+sync slowed the daemon's quotes (``benchmarks/journal.py``), and a delete lost to a power
+cut only leaves rows the next archive deletes again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ __all__ = [
 
 _TS: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _KINDS: Final = frozenset(kind.value for kind in Kind)
+# How often a callable pace is asked again.
+_REPACE_SECONDS: Final = 1.0
 # Pages handed back to the filesystem per transaction.
 _VACUUM_PAGES: Final = 1000
 # Problems of one sort listed by seq before the rest are only counted.
@@ -355,22 +360,39 @@ class _Pacer:
     """Spaces the archive's transactions out: a pause after each, in proportion to its work.
 
     With ``busy`` 0.25 the archive works a quarter of the time and sleeps the rest; the
-    fixed ``pause`` is the least sleep, which lets a waiting writer take the lock.
+    fixed ``pause`` is the least sleep, which lets a waiting writer take the lock. A
+    callable ``busy`` is asked again about once a second, so the pace can follow a daemon
+    that starts or stops meanwhile.
     """
 
-    def __init__(self, pause: float, busy: float) -> None:
-        if not 0 < busy <= 1:
-            raise ValueError(f"busy must be in (0, 1], got {busy}")
+    def __init__(self, pause: float, busy: float | Callable[[], float]) -> None:
         self._pause = pause
-        self._ratio = (1 - busy) / busy
+        self._busy = busy
+        self._asked = -_REPACE_SECONDS
+        self._ratio = 0.0
         self._since = time.monotonic()
+
+    def _current_ratio(self) -> float:
+        if not callable(self._busy):
+            return _ratio(self._busy)
+        now = time.monotonic()
+        if now - self._asked >= _REPACE_SECONDS:
+            self._asked = now
+            self._ratio = _ratio(self._busy())
+        return self._ratio
 
     def __call__(self) -> None:
         worked = time.monotonic() - self._since
-        wait = max(self._pause, worked * self._ratio)
+        wait = max(self._pause, worked * self._current_ratio())
         if wait > 0:
             time.sleep(wait)
         self._since = time.monotonic()
+
+
+def _ratio(busy: float) -> float:
+    if not 0 < busy <= 1:
+        raise ValueError(f"busy must be in (0, 1], got {busy}")
+    return (1 - busy) / busy
 
 
 @dataclass(frozen=True)
@@ -466,13 +488,15 @@ def archive(
     clock: Callable[[], datetime] = _utc_now,
     chunk_rows: int = 5000,
     pause: float = 0.005,
-    busy: float = 1.0,
+    busy: float | Callable[[], float] = 1.0,
     busy_timeout: float = 5.0,
     progress: Callable[[str], None] | None = None,
 ) -> ArchiveReport:
     """Move closed runs (by ``before`` date, or until ``max_bytes``) to an archive file."""
     if (before is None) == (max_bytes is None):
         raise ValueError("give exactly one of before and max_bytes")
+    if not callable(busy):
+        _ratio(busy)  # refused now, not after the copy
     now = clock()
     if before is not None and before > now:
         raise JournalError(
@@ -511,6 +535,10 @@ def _archive(
     if str(mode).lower() != "wal":
         raise JournalError(f"journal {path}: SQLite refused WAL mode (got {mode!r})")
     migrate(conn, path, lambda: now)  # a file from before version 2 gets the ledger
+    # No fsync for the deletes (nor the checkpoints this connection runs): a delete lost
+    # to a power cut leaves rows that are also in the archive, and the next archive
+    # deletes them again. Syncing them kept the disk, and so the daemon, busy.
+    conn.execute("PRAGMA synchronous=OFF")
     report = ArchiveReport(journal=path, archive=None)
     report.file_bytes_before = path.stat().st_size
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -637,7 +665,10 @@ def _copy(
         open_writer(target, busy_timeout=5.0, synchronous="FULL", clock=lambda: now).close()
         conn.execute("ATTACH DATABASE ? AS archive", (str(target),))
         try:
-            conn.execute("PRAGMA archive.synchronous=FULL")
+            # No fsync per chunk: the copies must be durable before anything is deleted
+            # from the live file, not before the next chunk, so one fsync at the end does.
+            # A sync per chunk kept the disk busy enough to slow the daemon's quotes.
+            conn.execute("PRAGMA archive.synchronous=OFF")
             for run in runs:
                 for low in range(run.first_seq, run.last_seq + 1, chunk_rows):
                     high = min(low + chunk_rows - 1, run.last_seq)
@@ -667,8 +698,21 @@ def _copy(
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.execute("DETACH DATABASE archive")
+        _fsync_journal(target)
     finally:
         release_lock(lock_fd)
+
+
+def _fsync_journal(path: Path) -> None:
+    """Make the journal at ``path`` durable: the file, any WAL beside it, the directory."""
+    for part in (path, Path(f"{path}-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def _delete_run(conn: sqlite3.Connection, run: _Run, chunk_rows: int, pace: _Pacer) -> int:
