@@ -3,7 +3,7 @@
 ``promtool check rules`` validates deploy/prometheus/alerts.yml and ``promtool test rules``
 runs deploy/prometheus/alerts.test.yml, which feeds the rules series and says which alerts
 fire, with their exact labels and annotations. promtool comes from Debian's ``prometheus``
-package: without it those two tests skip, unless ``MMBOT_REQUIRE_PROMTOOL=1`` (set by
+package: without it those two tests skip, unless ``CI_REQUIRE_PROMTOOL=1`` (set by
 .ci/run), when they fail. The rest is plain Python and always runs: every alert has a test
 case where it fires and one where it stays silent, and every runbook_url is absolute and
 leads to the alert's own heading in the README.
@@ -29,7 +29,7 @@ README = ROOT / "README.md"
 
 #: How every rule's runbook_url starts: the operator's base address (an external label).
 RUNBOOK_BASE = "{{ $externalLabels.runbook_base }}"
-REQUIRE_PROMTOOL = "MMBOT_REQUIRE_PROMTOOL"
+REQUIRE_PROMTOOL = "CI_REQUIRE_PROMTOOL"
 
 _HEADING = re.compile(r"^(#{1,6}) +(.+?) *$")
 

@@ -31,6 +31,7 @@ from mmbot.journal import Journal, JournalError
 from mmbot.journal.maintenance import archive, backup, check, default_archive_path
 from mmbot.journal.readers import Reader
 from mmbot.journal.schema import _MIGRATIONS, INSERT, SCHEMA_VERSION, format_ts, open_writer
+from tests.support.env import clear_mmbot_env, subprocess_env
 
 NOW = datetime(2026, 6, 10, 15, 30, tzinfo=UTC)
 MIDNIGHT = NOW.replace(hour=0, minute=0)
@@ -134,6 +135,13 @@ def state(path: Path) -> tuple[Decimal, dict[str, Decimal]]:
     """What the daemon rebuilds: today's realised P&L and the last position of each market."""
     reader = Reader(path, busy_timeout=5)
     return reader.realized_pnl_since(MIDNIGHT), reader.last_positions()
+
+
+@pytest.fixture(autouse=True)
+def _no_mmbot_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command-line tests load settings: a MMBOT_* variable of the machine must not
+    # change (or break) them.
+    clear_mmbot_env(monkeypatch)
 
 
 @pytest.fixture
@@ -701,7 +709,7 @@ def test_no_archive_loses_a_row_or_changes_what_the_daemon_rebuilds(
 @pytest.mark.slow
 def test_the_subcommands_on_a_journal_written_by_dry_runs(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
-    env = {**os.environ, "MMBOT_LOG__LEVEL": "WARNING"}
+    env = subprocess_env(MMBOT_LOG__LEVEL="WARNING")
     base = [sys.executable, "-m", "mmbot"]
     for seconds in ("6", "4"):
         done = subprocess.run(  # noqa: S603 - our own interpreter and module

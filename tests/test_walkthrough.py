@@ -33,7 +33,7 @@ import pytest
 
 from tests.support.env import subprocess_env
 from tests.support.net import free_port
-from tests.test_readme import ROOT, fenced_blocks, section
+from tests.support.readme import ROOT, fenced_blocks, section
 
 SECTION = "Walk-through: the production example against the mock"
 CONFIG = "config/production.example.toml"
