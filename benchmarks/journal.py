@@ -177,27 +177,26 @@ def build_gigabyte_journal(path: Path, gigabytes: float) -> dict[str, Any]:
     }
 
 
+def _archive_argv(journal: Path, *extra: str) -> list[str]:
+    """``mmbot journal archive`` of every run of ``journal`` that ended before today."""
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return [
+        *(sys.executable, "-m", "mmbot", "journal", "archive", "--before", today),
+        *extra,
+        *("--journal.path", str(journal)),
+    ]
+
+
 @contextlib.contextmanager
 def _archiving(journal: Path, log: Path) -> Iterator[dict[str, Any]]:
     """``mmbot journal archive`` on ``journal`` in the background until the block ends.
 
     Still going then, it is stopped: an interrupted archive is safe, the next one finishes it.
     """
-    before = datetime.now(UTC).strftime("%Y-%m-%d")
     out = log.open("wb")
     began = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "mmbot",
-            "journal",
-            "archive",
-            "--before",
-            before,
-            "--journal.path",
-            str(journal),
-        ],
+        _archive_argv(journal),
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -249,18 +248,7 @@ def time_full_archive(seed: Path, work: Path) -> dict[str, Any]:
     shutil.copyfile(seed, journal)
     began = time.monotonic()
     done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [
-            sys.executable,
-            "-m",
-            "mmbot",
-            "journal",
-            "archive",
-            "--before",
-            datetime.now(UTC).strftime("%Y-%m-%d"),
-            "--json",
-            "--journal.path",
-            str(journal),
-        ],
+        _archive_argv(journal, "--json"),
         capture_output=True,
         check=True,
     )

@@ -15,8 +15,8 @@ from tests.support.env import subprocess_env
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(tmp_path: Path, journal: Path) -> subprocess.CompletedProcess[str]:
-    env = subprocess_env(ignore_case=False, PYTHONPATH=str(REPO))
+def _run(tmp_path: Path, journal: Path, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = subprocess_env(ignore_case=False, PYTHONPATH=str(REPO), **env_extra)
     # --journal.path given explicitly: a dry-run otherwise journals into a temporary file.
     return subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [
@@ -93,31 +93,10 @@ def test_a_journal_written_by_a_newer_mmbot_is_one_error_line(tmp_path: Path) ->
 def test_a_kill_switch_nobody_could_create_stops_the_start(tmp_path: Path) -> None:
     # Found when the daemon starts, not when an operator reaches for the switch and
     # `touch` fails: fail closed, naming the key.
-    env = subprocess_env(
-        ignore_case=False,
-        PYTHONPATH=str(REPO),
+    done = _run(
+        tmp_path,
+        tmp_path / "journal.sqlite",
         MMBOT_RISK__KILL_SWITCH_FILE=str(tmp_path / "no-such-dir" / "STOP"),
-    )
-    done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "mmbot",
-            "run",
-            "--dry-run",
-            "--duration",
-            "10",
-            "--journal.path",
-            str(tmp_path / "journal.sqlite"),
-            "--metrics.enabled",
-            "false",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
