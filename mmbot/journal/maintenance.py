@@ -45,7 +45,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Final
 
-from mmbot.journal.files import check_path, release_lock, take_lock
+from mmbot.journal.files import _why, check_path, release_lock, take_lock
 from mmbot.journal.model import JournalError, Kind
 from mmbot.journal.schema import RUNS_WHERE, SCHEMA_VERSION, format_ts, migrate, open_writer
 
@@ -316,7 +316,7 @@ def backup(
     except sqlite3.Error as exc:
         raise JournalError(f"cannot back up {path} to {dest}: {exc}") from exc
     except OSError as exc:
-        raise JournalError(f"cannot back up {path} to {dest}: {exc.strerror or exc}") from exc
+        raise JournalError(f"cannot back up {path} to {dest}: {_why(exc)}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
@@ -417,7 +417,7 @@ def _archive_lock(path: Path) -> Iterator[None]:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise JournalError(f"cannot open {lock_path}: {exc.strerror or exc}") from exc
+        raise JournalError(f"cannot open {lock_path}: {_why(exc)}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -545,35 +545,25 @@ def _archive(
 
     conn.execute("BEGIN")
     runs = _runs(conn)
-    ledger = {
-        run: (first, last)
-        for run, first, last in conn.execute(
-            "SELECT run_id, first_seq, last_seq FROM archived_runs"
-        )
-    }
-    stops = dict(
-        conn.execute(
-            f"SELECT run_id, MAX(ts) FROM events INDEXED BY events_runs WHERE {RUNS_WHERE}"  # noqa: S608
-            " AND kind = 'run_stopped' GROUP BY run_id"
-        ).fetchall()
-    )
-    stop_reasons = dict(
-        conn.execute(
-            f"SELECT run_id, reason FROM events INDEXED BY events_runs WHERE {RUNS_WHERE}"  # noqa: S608
-            " AND kind = 'run_stopped' ORDER BY seq"
-        ).fetchall()
-    )
-    starts = dict(
-        conn.execute(
-            f"SELECT run_id, MIN(ts) FROM events INDEXED BY events_runs WHERE {RUNS_WHERE}"  # noqa: S608
-            " AND kind = 'run_started' GROUP BY run_id"
-        ).fetchall()
-    )
+    # Runs already archived: only their kept rows can still be here.
+    ledger = {run for (run,) in conn.execute("SELECT run_id FROM archived_runs")}
+    # Each run's start, and its last clean stop with the reason, from the small index.
+    starts: dict[str, str] = {}
+    stops: dict[str, str] = {}
+    stop_reasons: dict[str, str | None] = {}
+    for run_id, kind, ts, reason in conn.execute(
+        "SELECT run_id, kind, ts, reason FROM events INDEXED BY events_runs"  # noqa: S608
+        f" WHERE {RUNS_WHERE} ORDER BY seq"
+    ):
+        if kind == Kind.RUN_STARTED:
+            starts.setdefault(run_id, ts)
+        else:
+            stops[run_id], stop_reasons[run_id] = ts, reason
     report.used_bytes_before = _used_bytes(conn)
     total_rows = sum(run.events for run in runs)
     chosen = _select(
         runs,
-        set(ledger),
+        ledger,
         before=before,
         max_bytes=max_bytes,
         used=report.used_bytes_before,
