@@ -91,8 +91,12 @@ def build_rest_client(
     *,
     on_response: ResponseObserver | None = None,
     max_queued_quotes: int = _MAX_QUEUED_DEFAULT,
+    read_only: bool = False,
 ) -> KalshiRestClient:
-    """Create the REST client with the configured URL, buckets, timeout and retry deadline."""
+    """Create the REST client with the configured URL, buckets, timeout and retry deadline.
+
+    ``read_only`` (shadow mode): every request but a GET raises ShadowWriteRefused.
+    """
     return KalshiRestClient(
         settings.rest_url,
         signer,
@@ -105,6 +109,7 @@ def build_rest_client(
         timeout_seconds=settings.request_timeout_seconds,
         retry_deadline_seconds=settings.retry_deadline_seconds,
         on_response=on_response,
+        read_only=read_only,
     )
 
 

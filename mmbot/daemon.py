@@ -11,12 +11,14 @@ from collections.abc import Callable
 
 from mmbot.config import Settings
 from mmbot.engine import Engine, ReconcileRequests
+from mmbot.fees import FeeModel
 from mmbot.journal import Journal
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.marketdata import MarketData
 from mmbot.observability import Metrics
 from mmbot.quoting import QuoteManager
+from mmbot.quoting.respond import DecisionObserver, ShadowQuoteHook
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import StrategyRouter
 from mmbot.tasks import TaskSupervisor
@@ -46,13 +48,22 @@ def build_engine(
     metrics: Metrics | None = None,
     status: Callable[[str], None] | None = None,
     adopt_orphans: bool = False,
+    on_shadow_quote: ShadowQuoteHook | None = None,
+    observer: DecisionObserver | None = None,
 ) -> Engine:
     """Build the risk book, market data, quote manager and engine, wired to one another.
 
     ``metrics`` (if any) observes the quote latencies and reads its state from the engine;
     ``status`` is given the periodic status line, when logs are not JSON; with JSON logs the
-    engine logs a ``status`` event instead (see :meth:`Engine.report_status`).
+    engine logs a ``status`` event instead (see :meth:`Engine.report_status`). With
+    ``run.shadow`` set, ``rest`` must be read-only; each quote a live run would have sent is
+    handed to ``on_shadow_quote`` instead. ``observer`` (the research recorder) is told of
+    every RFQ and how it was priced.
     """
+    shadow = settings.run.shadow
+    if shadow and not rest.read_only:
+        # The client is what guarantees that nothing is written; never shadow without it.
+        raise ValueError("shadow mode needs a read-only REST client (read_only=True)")
     risk = RiskBook(risk_limits(settings))
     # Every price stored marks the risk book's positions and pending fills to market.
     market_data = MarketData(
@@ -74,6 +85,10 @@ def build_engine(
         latency=metrics,
         on_reconcile_needed=reconcile_requests,
         tasks=tasks,
+        shadow=shadow,
+        on_shadow_quote=on_shadow_quote,
+        observer=observer,
+        fee_model=FeeModel.from_settings(settings.fees),
     )
     # The one registration after construction: the quote manager reads market data and
     # market data tells it of refreshes, so one of the two has to exist first.

@@ -27,6 +27,9 @@ from the journal, so a restart does not reset the daily loss limit.
 On stop (SIGTERM, SIGINT or ``--duration``) it stops quoting, withdraws every own open
 quote within ``shutdown.timeout_seconds``, flushes the journal and reports how many quotes
 it could not confirm gone (:attr:`Engine.left_open`), which makes the exit code non-zero.
+
+Shadow mode (``run.shadow``, read-only REST client) prices RFQs as live and writes nothing:
+no quote, confirm, decline, withdrawal, orphan refusal or sweep; account quotes are left alone.
 """
 
 from __future__ import annotations
@@ -47,19 +50,18 @@ from mmbot.config import Settings
 from mmbot.journal import CreatedQuote, Journal, JournalError
 from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import (
-    Market,
     MarketPosition,
     Quote,
     QuoteAccepted,
-    QuoteAcceptedMsg,
     QuoteExecuted,
     RfqCreated,
     RfqDeleted,
+    accepted_msg_from_rest,
 )
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream, Reconnected, SubscriptionError
 from mmbot.logs import configured_format, json_event_line
-from mmbot.marketdata import MarketData
+from mmbot.marketdata import MarketData, settlement_value
 from mmbot.observability import Health, State
 from mmbot.quoting import QuoteManager
 from mmbot.risk import RiskBook
@@ -81,7 +83,6 @@ _RESTART_DELAY_SECONDS = 1.0
 # A crashed run's last journal rows may be lost with it: a quote created this soon after
 # its last row is taken for one of its own.
 _CRASH_GRACE = timedelta(seconds=5)
-_SETTLED_STATUSES = frozenset({"determined", "finalized", "settled", "amended"})
 
 
 class StartupRefused(Exception):
@@ -148,6 +149,7 @@ class Engine:
         self._reconciling = asyncio.Lock()
         self.reconciliations = 0
         self.adopt_orphans = adopt_orphans
+        self._shadow = settings.run.shadow
         self._reconcile_requests = reconcile_requests or ReconcileRequests()
         self._reconcile_wanted = self._reconcile_requests.wanted
         # Readiness: set once the start-up reconciliation is done, and from shutdown on.
@@ -216,10 +218,12 @@ class Engine:
     async def _rebuild_daily_pnl(self) -> None:
         """Start today's realised P&L from the journal: a restart must not reset the limit."""
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        # Net of fees, as the risk book counted it while it ran.
         realized = await asyncio.to_thread(self.journal.realized_pnl_since, midnight)
-        self.risk.set_realized_today(realized)
-        if realized:
-            log.info("daily_pnl_rebuilt", realized_today=str(realized))
+        fees = await asyncio.to_thread(self.journal.fees_since, midnight)
+        self.risk.set_realized_today(realized, fees=fees)
+        if realized or fees:
+            log.info("daily_pnl_rebuilt", realized_today=str(realized), fees_today=str(fees))
 
     async def _supervise(self, name: str, body: Callable[[], Any]) -> None:
         """Run a background loop forever, restarting it after an error."""
@@ -242,7 +246,8 @@ class Engine:
                 async for item in events:
                     if isinstance(item, RfqCreated):
                         spawn(quotes.on_rfq(item.msg, stream.last_frame_at), "rfq")
-                    elif isinstance(item, QuoteAccepted):
+                    # In shadow mode it is another process's quote: judging it would write.
+                    elif isinstance(item, QuoteAccepted) and not self._shadow:
                         spawn(quotes.on_quote_accepted(item.msg, stream.last_frame_at), "accept")
                     elif isinstance(item, QuoteExecuted):
                         quotes.on_quote_executed(item.msg)
@@ -326,15 +331,16 @@ class Engine:
             if present and not self.risk.kill_switch:
                 self.risk.kill_switch = True
                 self._log_kill_switch("kill_switch_on", file=str(path))
-                deleted = await self.quotes.cancel_all(
-                    "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
-                )
-                self._log_kill_switch(
-                    "kill_switch_cancelled_quotes",
-                    deleted=deleted,
-                    still_open=self.quotes.open_quotes,
-                )
-            elif present:
+                if not self._shadow:  # shadow mode has no quote to cancel, and sends nothing
+                    deleted = await self.quotes.cancel_all(
+                        "kill_switch", within=_KILL_SWITCH_SWEEP_SECONDS
+                    )
+                    self._log_kill_switch(
+                        "kill_switch_cancelled_quotes",
+                        deleted=deleted,
+                        still_open=self.quotes.open_quotes,
+                    )
+            elif present and not self._shadow:
                 # A quote whose creation was in flight when the switch went on was not yet
                 # open for cancel_all, and lands open afterwards; a withdrawal may still be
                 # retrying. Sweep on every look while the switch stays on (a no-op when
@@ -437,6 +443,10 @@ class Engine:
 
         open_quotes = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
         accepted = [q async for q in self.rest.iter_quotes(user_filter="self", status="accepted")]
+        if self._shadow and (open_quotes or accepted):
+            # Another process's (shadow quotes nothing): not ours to refuse, withdraw or judge.
+            log.info("shadow_ignores_account_quotes", open=len(open_quotes), accepted=len(accepted))
+            open_quotes, accepted = [], []
         # What the journal says we quoted: the record an acceptance is judged against, and
         # at start-up the test of whether these quotes are ours at all.
         records = await asyncio.to_thread(
@@ -467,7 +477,7 @@ class Engine:
                     quotes.adopt(quote, strategy, record, event)
             # Judged like any acceptance: from our record, by risk, and declined (and
             # withdrawn) when there is no record of it to judge it by.
-            self.tasks.spawn(quotes.on_quote_accepted(_accepted_msg(quote)), "re-accept")
+            self.tasks.spawn(quotes.on_quote_accepted(accepted_msg_from_rest(quote)), "re-accept")
 
         async for quote in self.rest.iter_quotes(user_filter="self", status="confirmed"):
             strategy, event = await self._route(quote.market_ticker)
@@ -550,7 +560,7 @@ class Engine:
             self.risk.set_position(market, _ZERO, _ZERO)
             return 0
         try:
-            settled = _settlement_value(await self.rest.get_market(market))
+            settled = settlement_value(await self.rest.get_market(market))
         except KalshiError as exc:
             # A failed look-up says nothing about the market: keep the position (it still
             # counts against every limit) and ask again at the next reconciliation, rather
@@ -586,7 +596,9 @@ class Engine:
     def snapshot(self) -> Snapshot:
         """Current counters, exposure and P&L."""
         counters = self.quotes.counters
-        realized = sum((state.realized_pnl for state in self.risk.positions().values()), _ZERO)
+        fees = self.risk.fees_paid
+        positions = self.risk.positions().values()
+        realized = sum((state.realized_pnl for state in positions), _ZERO) - fees
         # The risk book's own marks: the figure shown is the one the daily loss limit reads.
         unrealized = self.risk.unrealized_pnl()
         return Snapshot(
@@ -602,6 +614,8 @@ class Engine:
             exposure=self.risk.exposure(),
             realized_pnl=realized,
             unrealized_pnl=unrealized,
+            fees=fees,
+            shadow=self._shadow,
         )
 
     def health(self) -> Health:
@@ -656,6 +670,7 @@ class Engine:
             unrealized_pnl=snapshot.unrealized_pnl,
             daily_pnl=self.risk.daily_pnl(),
             realized_pnl_today=self.risk.realized_pnl_today(),
+            fees_today=self.risk.fees_today,
             ws_frames=stats.frames,
             ws_invalid=stats.malformed,
             ws_unknown=stats.unknown,
@@ -670,6 +685,7 @@ class Engine:
             tasks_in_flight=self.tasks.in_flight,
             positions={market: p.contracts for market, p in self.risk.positions().items()},
             health=self.health(),
+            shadow=self._shadow,
         )
 
     async def shutdown(self, background: list[asyncio.Task[Any]]) -> None:
@@ -695,16 +711,7 @@ class Engine:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout / 2):
                         await self.tasks.wait_idle()
-                deleted = await self.quotes.cancel_all("shutdown")
-                # Anything of ours still open on the exchange, tracked or not.
-                leftovers = [
-                    q async for q in self.rest.iter_quotes(user_filter="self", status="open")
-                ]
-                tracked = self.quotes.tracked_quote_ids()
-                for quote in leftovers:
-                    if quote.id not in tracked:
-                        self.quotes.withdraw_untracked(quote, "shutdown_untracked")
-                deleted += await self.quotes.cancel_all("shutdown")
+                deleted = await self._sweep_on_shutdown()
                 verified = True
         except TimeoutError:
             log.error("shutdown_timeout", seconds=timeout, still_open=self.quotes.open_quotes)
@@ -737,6 +744,21 @@ class Engine:
             "daemon_stopped", deleted_quotes=deleted, seconds=round(time.monotonic() - started, 3)
         )
 
+    async def _sweep_on_shutdown(self) -> int:
+        """Withdraw every quote of ours still open, tracked or not; how many went."""
+        if self._shadow:
+            # Nothing of ours is open; what the account holds is another process's.
+            return 0
+        deleted = await self.quotes.cancel_all("shutdown")
+        # Anything of ours still open on the exchange, tracked or not.
+        leftovers = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
+        tracked = self.quotes.tracked_quote_ids()
+        for quote in leftovers:
+            if quote.id not in tracked:
+                self.quotes.withdraw_untracked(quote, "shutdown_untracked")
+        deleted += await self.quotes.cancel_all("shutdown")
+        return deleted
+
 
 def _plausible_cost(position: MarketPosition) -> Decimal:
     """The position's cost as the exchange reports it, or its worst case if that is absurd.
@@ -757,35 +779,3 @@ def _plausible_cost(position: MarketPosition) -> Decimal:
         assumed=str(ceiling),
     )
     return ceiling
-
-
-def _settlement_value(market: Market) -> Decimal | None:
-    """What one YES contract of a settled market paid, or None if it is not settled."""
-    if market.settlement_value_dollars is not None:
-        return market.settlement_value_dollars
-    if market.status in _SETTLED_STATUSES or market.result in ("yes", "no"):
-        if market.result == "yes":
-            return _ONE
-        if market.result == "no":
-            return _ZERO
-    return None
-
-
-def _accepted_msg(quote: Quote) -> QuoteAcceptedMsg:
-    """An acceptance found over REST, in the shape the WebSocket would have delivered it."""
-    # The REST quote does not say how much was accepted; a size of zero (a budget-sized
-    # RFQ) is none at all, which our record then reads as the size we offered.
-    size = quote.contracts_fp if quote.contracts_fp is not None and quote.contracts_fp > 0 else None
-    return QuoteAcceptedMsg(
-        quote_id=quote.id,
-        rfq_id=quote.rfq_id,
-        quote_creator_id=quote.creator_id,
-        rfq_creator_id=quote.rfq_creator_id,
-        market_ticker=quote.market_ticker,
-        yes_bid_dollars=quote.yes_bid_dollars,
-        no_bid_dollars=quote.no_bid_dollars,
-        yes_contracts_offered_fp=quote.yes_contracts_fp,
-        no_contracts_offered_fp=quote.no_contracts_fp,
-        accepted_side=quote.accepted_side,
-        contracts_accepted_fp=size,
-    )

@@ -23,7 +23,7 @@ from mmbot.kalshi.models import Market
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.strategy import MarketView
 
-__all__ = ["MarketData", "reference_mid"]
+__all__ = ["MarketData", "reference_mid", "settlement_value"]
 
 log = structlog.get_logger("mmbot.marketdata")
 
@@ -54,6 +54,21 @@ def reference_mid(market: Market) -> Decimal | None:
     if bid is not None and ask is not None and bid < ask:
         return (bid + ask) / _TWO
     return last
+
+
+_SETTLED_STATUSES = frozenset({"determined", "finalized", "settled", "amended"})
+
+
+def settlement_value(market: Market) -> Decimal | None:
+    """What one YES contract of a settled market paid, or None if it is not settled."""
+    if market.settlement_value_dollars is not None:
+        return market.settlement_value_dollars
+    if market.status in _SETTLED_STATUSES or market.result in ("yes", "no"):
+        if market.result == "yes":
+            return _ONE
+        if market.result == "no":
+            return _ZERO
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,11 +114,13 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_ws_connected": "gauge",
     "mmbot_ready": "gauge",
     "mmbot_kill_switch": "gauge",
+    "mmbot_shadow_mode": "gauge",
     "mmbot_exposure_limit_dollars": "gauge",
     "mmbot_daily_loss_limit_dollars": "gauge",
     "mmbot_unrealized_pnl_dollars": "gauge",
     "mmbot_daily_pnl_dollars": "gauge",
     "mmbot_realized_pnl_today_dollars": "gauge",
+    "mmbot_fees_today_dollars": "gauge",
     "mmbot_position_contracts": "gauge",
     "mmbot_positions_open": "gauge",
     "mmbot_marketdata_age_seconds": "gauge",
@@ -181,6 +183,8 @@ class State:
     daily_pnl: Decimal = Decimal(0)
     #: Realised since UTC midnight, including what was rebuilt from the journal at start.
     realized_pnl_today: Decimal = Decimal(0)
+    #: Fees paid since UTC midnight, including what was rebuilt from the journal at start.
+    fees_today: Decimal = Decimal(0)
     ws_frames: int = 0
     ws_invalid: int = 0
     ws_unknown: int = 0
@@ -196,6 +200,8 @@ class State:
     #: Net contracts per market (YES > 0, NO < 0), flat markets left out.
     positions: Mapping[str, Decimal] = field(default_factory=dict)
     health: Health = field(default_factory=lambda: Health(ready=False, reasons=("starting",)))
+    #: Shadow mode (``run.shadow``): every RFQ priced, no write request sent.
+    shadow: bool = False
 
 
 class Monitored(Protocol):
@@ -445,7 +451,9 @@ class _StateCollector(Collector):
         yield gauge(
             "mmbot_daily_loss_limit_dollars", "risk.max_daily_loss_dollars", s.daily_loss_limit
         )
-        yield gauge("mmbot_realized_pnl_dollars", "realized P&L of this run", s.realized_pnl)
+        yield gauge(
+            "mmbot_realized_pnl_dollars", "realised P&L of this run, net of fees", s.realized_pnl
+        )
         yield gauge(
             "mmbot_unrealized_pnl_dollars",
             "open positions marked at the reference mid",
@@ -459,8 +467,15 @@ class _StateCollector(Collector):
         )
         yield gauge(
             "mmbot_realized_pnl_today_dollars",
-            "P&L realised since UTC midnight, this run's and earlier runs' (from the journal)",
+            "P&L realised since UTC midnight net of fees, this run's and earlier runs' "
+            "(from the journal)",
             s.realized_pnl_today,
+        )
+        yield gauge(
+            "mmbot_fees_today_dollars",
+            "fees paid since UTC midnight, this run's and earlier runs' (from the journal); "
+            "already out of mmbot_realized_pnl_today_dollars",
+            s.fees_today,
         )
         yield from _position_families(s.positions if state is not None else None)
         yield counter("mmbot_ws_frames_total", "WebSocket frames received", s.ws_frames)
@@ -483,6 +498,9 @@ class _StateCollector(Collector):
         )
         yield gauge("mmbot_ready", "1 while /readyz answers 200", health.ready)
         yield gauge("mmbot_kill_switch", "1 while the kill switch is on", health.kill_switch)
+        yield gauge(
+            "mmbot_shadow_mode", "1 in shadow mode: RFQs priced, no write request sent", s.shadow
+        )
         age = health.market_data_age_seconds
         yield gauge(
             "mmbot_marketdata_age_seconds",

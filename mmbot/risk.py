@@ -27,8 +27,9 @@ hold whatever subset of the pending reservations later executes:
   would reduce a position still counts in full: it may never execute, and exposure may
   only ever be over-estimated.
 * ``max_daily_loss_dollars``: today's P&L (:meth:`RiskBook.daily_pnl`) is what was
-  realised since UTC midnight, plus every open position marked to market (at the last
-  reference price given to :meth:`RiskBook.mark`; a market never marked is worth nothing),
+  realised since UTC midnight net of the fees paid (:meth:`RiskBook.record_fee`), plus
+  every open position marked to market (at the last reference price given to
+  :meth:`RiskBook.mark`; a market never marked is worth nothing),
   plus the worst case of every reserved fill: its own mark-to-market when that is a loss
   (a fill that would realise a loss counts now, before it executes), zero when it is a
   gain. Once the loss reaches the limit (``-daily_pnl() >= max_daily_loss_dollars``) no
@@ -210,6 +211,8 @@ class RiskBook:
         self._reserved: dict[str, Reservation] = {}
         self._pnl_day: date | None = None
         self._pnl_today = _ZERO
+        self._fees_today = _ZERO
+        self._fees_paid = _ZERO
         # The YES reference price per market, for marking positions and fills to market.
         # Sticky: a refresh without a price keeps the last one rather than forgetting it.
         self._marks: dict[str, Decimal] = {}
@@ -283,11 +286,21 @@ class RiskBook:
         self._roll_day()
         self._pnl_today += amount
 
-    def set_realized_today(self, amount: Decimal) -> None:
-        """Start today's realised P&L at ``amount`` (rebuilt from the journal at start-up)."""
+    def record_fee(self, amount: Decimal) -> None:
+        """Charge a fill's fee: today's realised P&L falls by it and today's fees rise by it."""
+        _non_negative("amount", amount)
+        self._roll_day()
+        self._pnl_today -= amount
+        self._fees_today += amount
+        self._fees_paid += amount
+
+    def set_realized_today(self, amount: Decimal, *, fees: Decimal = _ZERO) -> None:
+        """Start today's realised P&L (net of ``fees``) at ``amount``, as rebuilt at start-up."""
         _finite("amount", amount)
+        _non_negative("fees", fees)
         self._pnl_day = self._now().astimezone(UTC).date()
         self._pnl_today = amount
+        self._fees_today = fees
 
     def settle(self, market: str, yes_value: Decimal) -> Decimal:
         """Close ``market``'s position at its settlement value; return the P&L realised.
@@ -337,9 +350,20 @@ class RiskBook:
         return self._exposure(without=None)
 
     def realized_pnl_today(self) -> Decimal:
-        """Realised P&L since the last UTC midnight of the clock."""
+        """Realised P&L since the last UTC midnight of the clock, net of fees."""
         self._roll_day()
         return self._pnl_today
+
+    @property
+    def fees_paid(self) -> Decimal:
+        """Fees charged through this book since it was created: this run's."""
+        return self._fees_paid
+
+    @property
+    def fees_today(self) -> Decimal:
+        """Fees paid since the last UTC midnight of the clock (already out of the P&L)."""
+        self._roll_day()
+        return self._fees_today
 
     def unrealized_pnl(self) -> Decimal:
         """Every open position marked to market, less its cost."""
@@ -528,6 +552,7 @@ class RiskBook:
         if self._pnl_day is None or today > self._pnl_day:
             self._pnl_day = today
             self._pnl_today = _ZERO
+            self._fees_today = _ZERO
 
 
 def _cost_share(cost: Decimal, part: Decimal, whole: Decimal) -> Decimal:

@@ -31,8 +31,9 @@ Parameters
     Declare them as a pydantic model, subclassing :class:`StrategyParams`: a field per
     parameter with a type, a default and, for money, ``Decimal``. The config's table of
     parameters is validated against it, and a mistake (an unknown name, ``"abc"`` for a
-    price, a float for money) is reported by name before the daemon starts. Your strategy
-    reads them as ``self.params``.
+    price, a float for money) is reported by name before the daemon starts. A field
+    declared ``float`` is refused too, unless it is a time named ``*_seconds``. Your
+    strategy reads them as ``self.params``.
 
 A complete strategy (save as ``my_strategies/edge.py``)::
 
@@ -97,11 +98,13 @@ Testing it (plain pytest, no daemon needed)::
 
 What the daemon does around you
     It calls ``quote`` through :func:`safe_quote`, so an exception or a malformed result
-    skips that RFQ (and is logged) instead of stopping the daemon. It then rounds prices
-    to the grid, applies its own minimum edge and risk limits, and may drop a side or the
-    whole quote; it withdraws the quote after ``ttl_seconds``. ``on_start`` runs once
-    before the first quote; ``on_fill`` runs when one of our trades executes. Both are
-    optional and, like ``quote``, must be quick.
+    skips that RFQ (and is logged, with the file:line in your code that raised and, the
+    first time at each place, the traceback) instead of stopping the daemon; a strategy
+    failing 20 RFQs in a row is logged as an error, ``strategy_failing``.
+    It then rounds prices to the grid, applies its own minimum edge and risk limits, and
+    may drop a side or the whole quote; it withdraws the quote after ``ttl_seconds``.
+    ``on_start`` runs once before the first quote; ``on_fill`` runs when one of our
+    trades executes. Both are optional and, like ``quote``, must be quick.
 
 Shipped strategies live in the ``strategies`` package (``fixed_spread``,
 ``inventory_skew``, ``size_aware``): read them as worked examples.
@@ -127,6 +130,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pydantic_core import PydanticCustomError
 
 from mmbot.kalshi.models import MveLeg, PriceRange, Rfq
+from mmbot.strategy_failures import failed, strategy_failure
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -443,6 +447,7 @@ def _exception_text(exc: BaseException) -> str:
 def build_strategy(ref: str, params: Mapping[str, Any] | None = None) -> Strategy[Any]:
     """Load a strategy class, validate ``params`` against its ``Params`` and instantiate it."""
     cls = load_strategy_class(ref)
+    _refuse_float_fields(cls, ref.strip())
     validated = _validate_params(cls, ref.strip(), {} if params is None else params)
     try:
         return cls(validated)
@@ -452,8 +457,36 @@ def build_strategy(ref: str, params: Mapping[str, Any] | None = None) -> Strateg
         ) from exc
 
 
+def _strategy_label(cls: type[Strategy[Any]], ref: str) -> str:
+    return f"strategy {cls.name!r}" + ("" if ref == cls.name else f" ({ref})")
+
+
+def _refuse_float_fields(cls: type[Strategy[Any]], ref: str) -> None:
+    """Refuse a Params model with a float field, unless it is a time (``*_seconds``)."""
+    # A float parameter validates from the config but the strategy then does Decimal
+    # arithmetic with it (Decimal - float raises TypeError), failing on every RFQ: refused
+    # here, when the strategy is built, so check-config and run both report it.
+    bad = [
+        name
+        for name, field in cls.Params.model_fields.items()
+        if float in _leaf_types(field.annotation) and not _is_time(name)
+    ]
+    if bad:
+        label = _strategy_label(cls, ref)
+        model = cls.Params.__qualname__
+        raise StrategyError(
+            f"{label}: {model} declares float field(s) {', '.join(bad)}; "
+            "declare money and sizes as Decimal (only times named *_seconds may be float)",
+            [f"{name}: declared float, use Decimal" for name in bad],
+        )
+
+
+def _is_time(name: str) -> bool:
+    return name == "seconds" or name.endswith("_seconds")
+
+
 def _validate_params(cls: type[Strategy[Any]], ref: str, params: object) -> BaseModel:
-    label = f"strategy {cls.name!r}" + ("" if ref == cls.name else f" ({ref})")
+    label = _strategy_label(cls, ref)
     if not isinstance(params, Mapping):
         raise StrategyError(
             f"{label}: parameters must be a table of names to values, got {type(params).__name__}"
@@ -624,26 +657,44 @@ class StrategyRouter:
 def safe_quote(
     strategy: Strategy[Any], rfq: Rfq, market: MarketView
 ) -> tuple[QuoteIntent | None, str | None]:
-    """Call ``strategy.quote``; any failure becomes ``(None, reason)`` instead of an exception."""
+    """Call ``strategy.quote``; any failure becomes ``(None, reason)`` instead of an exception.
+
+    Failures are also kept per strategy (:func:`strategy_failure`): where in its code the
+    exception was raised, and how many calls in a row failed.
+    """
     try:
         result = strategy.quote(rfq, market)
     except Exception as exc:
-        return None, f"quote() raised {_exception_text(exc)}"
-    if result is None:
+        error = f"quote() raised {_exception_text(exc)}"
+        failed(strategy, error, exc)
+        return None, error
+    problem = _result_problem(result)
+    if problem is not None:
+        failed(strategy, problem, None)
+        return None, problem
+    record = strategy_failure(strategy)
+    if record is not None and record.streak:
+        record.streak = 0
+        record.streak_reported = False
+    if result is None or (result.yes_bid == 0 and result.no_bid == 0):
         return None, None
+    return result, None
+
+
+def _result_problem(result: object) -> str | None:
+    if result is None:
+        return None
     if not isinstance(result, QuoteIntent):
         if inspect.iscoroutine(result):
             # Closing it avoids a "coroutine was never awaited" warning at garbage collection.
             result.close()
-            return None, "quote() returned a coroutine: quote must be a plain, not async, method"
-        return None, f"quote() returned {type(result).__name__}, expected QuoteIntent or None"
+            return "quote() returned a coroutine: quote must be a plain, not async, method"
+        return f"quote() returned {type(result).__name__}, expected QuoteIntent or None"
     # QuoteIntent checks itself when built, but a plug-in can still bypass __init__.
     problem = _intent_problem(result)
     if problem is not None:
-        return None, f"quote() returned an invalid QuoteIntent: {problem[1]}"
-    if result.yes_bid == 0 and result.no_bid == 0:
-        return None, None
-    return result, None
+        return f"quote() returned an invalid QuoteIntent: {problem[1]}"
+    return None
 
 
 # --------------------------------------------------------------------------- price helpers

@@ -335,12 +335,16 @@ async def test_a_settlement_loss_counts_today_and_a_restart_does_not_forget_it(
         venue.mock.settle(settled.ticker, "no")
         realised = await daemon.row("position_changed", market=settled.ticker, reason="settled")
         assert D(realised["amount"]) == D("-4")
-        assert daemon.engine.risk.realized_pnl_today() == D("-4")
+        # Net of the fill's maker fee, as the mock's fee_cost reports it:
+        # 0.0175 x 10 x 0.40 x 0.60 = 0.042, rounded up to the cent.
+        assert daemon.engine.risk.fees_today == D("0.05")
+        assert daemon.engine.risk.realized_pnl_today() == D("-4.05")
         blocked = await venue.requester.create_rfq(other.ticker, contracts=TEN)
         skipped = await daemon.row("rfq_skipped", rfq_id=blocked)
         assert skipped["reason"] == "max_daily_loss_dollars"
     async with daemons.running(settings) as daemon:
-        assert daemon.engine.risk.realized_pnl_today() == D("-4")
+        assert daemon.engine.risk.realized_pnl_today() == D("-4.05")
+        assert daemon.engine.risk.fees_today == D("0.05")
         blocked = await venue.requesters[1].create_rfq(later.ticker, contracts=TEN)
         skipped = await daemon.row("rfq_skipped", rfq_id=blocked)
         assert skipped["reason"] == "max_daily_loss_dollars"

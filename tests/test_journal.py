@@ -1251,8 +1251,9 @@ async def test_summary_of_a_trading_day(db_path: Path) -> None:
     assert any(re.fullmatch(r"Declines +1", line) for line in table)
     assert any(re.fullmatch(r"  max_exposure_dollars +1", line) for line in table)
     assert any(re.fullmatch(r"  requote_failed +1", line) for line in table)
-    assert any(re.fullmatch(r"Premium paid +6\.75", line) for line in table)
-    assert any(re.fullmatch(r"Realized P&L +-0\.85", line) for line in table)
+    assert any(re.fullmatch(r"Premium paid \(\$\) +6\.75", line) for line in table)
+    assert any(re.fullmatch(r"Fees \(\$\) +0\.00", line) for line in table)
+    assert any(re.fullmatch(r"Realised P&L \(\$, net of fees\) +-0\.85", line) for line in table)
     assert any(re.fullmatch(r"Contracts traded +15\.00", line) for line in table)
     assert await j.aclose()
 

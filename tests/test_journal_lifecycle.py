@@ -302,7 +302,7 @@ def test_summary_of_one_run_and_of_a_run_that_is_not_there(
     out = capsys.readouterr().out
     assert "run a" in out
     assert [line.split()[-1] for line in out.splitlines() if line.startswith("RFQs seen")] == ["3"]
-    assert "Realized P&L" in out
+    assert "Realised P&L ($, net of fees)" in out
     assert "0.25" in out
     assert cli("summary", "--run", "b", "--json", journal=path) == 0
     record = json.loads(capsys.readouterr().out)

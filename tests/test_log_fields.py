@@ -186,7 +186,7 @@ async def test_status_and_summary_are_json_events_with_skips_per_reason(
     assert periodic[-1]["rfqs_skipped"] == 1
     (final,) = [e for e in statuses if e["final"]]
     assert final["skipped"] == {"unrouted_market": 1}
-    assert {"rfqs_seen", "open_quotes", "exposure", "pnl"} <= final.keys()
+    assert {"rfqs_seen", "open_quotes", "exposure", "total_pnl", "fees"} <= final.keys()
     (summary,) = _named(short_run.stdout, "run_summary")
     assert summary["exit_code"] == 0
     assert summary["run_id"] == daemon.run_id

@@ -400,8 +400,12 @@ def test_confirm_starts_the_execution_timer_then_the_trade_executes(
     # accepted_side "yes": the maker bought YES at its yes_bid; the requester took NO.
     assert (mf.outcome_side, mf.yes_price, mf.is_taker) == ("yes", Decimal("0.40"), False)
     assert (rf.outcome_side, rf.yes_price, rf.is_taker) == ("no", Decimal("0.40"), True)
-    assert w.maker.balance == w.exchange.starting_balance - Decimal("4.00")
-    assert w.requester.balance == w.exchange.starting_balance - Decimal("6.00")
+    # Kalshi's fees: the maker's 0.0175 x 10 x 0.40 x 0.60 = 0.042 and the taker's
+    # 0.07 x 10 x 0.60 x 0.40 = 0.168, each rounded up to the cent by the rounding fee.
+    assert (mf.fee, rf.fee) == (Decimal("0.05"), Decimal("0.17"))
+    assert mf.wire()["fee_cost"] == "0.0500"
+    assert w.maker.balance == w.exchange.starting_balance - Decimal("4.00") - Decimal("0.05")
+    assert w.requester.balance == w.exchange.starting_balance - Decimal("6.00") - Decimal("0.17")
     (maker_pos,), _, _ = w.exchange.list_positions(w.maker, {})
     (req_pos,), _, _ = w.exchange.list_positions(w.requester, {})
     assert (maker_pos.contracts, maker_pos.cost) == (Decimal(10), Decimal("4.00"))
@@ -416,7 +420,9 @@ def test_no_side_acceptance_maker_buys_no() -> None:
     w.scheduler.advance(20)
     (fill,), _ = w.exchange.list_fills(w.maker, {})
     assert (fill.outcome_side, fill.yes_price) == ("no", Decimal("0.45"))
-    assert w.maker.balance == w.exchange.starting_balance - Decimal("2.20")
+    # Maker fee 0.0175 x 4 x 0.55 x 0.45 = 0.017325, rounded up to the cent.
+    assert fill.fee == Decimal("0.02")
+    assert w.maker.balance == w.exchange.starting_balance - Decimal("2.20") - Decimal("0.02")
 
 
 def test_partial_acceptance() -> None:
@@ -543,9 +549,10 @@ def test_every_contract_has_a_counterparty_and_cash_is_conserved(
     held = [p.contracts if p else Decimal(0) for p in positions]
     # Zero-sum: one side's YES is the other's NO.
     assert sum(held) == 0
-    # Cash leaves only into positions that will pay $1 per YES/NO pair.
+    # Cash leaves only into positions that will pay $1 per YES/NO pair, and into fees.
     total_cash = w.maker.balance + w.requester.balance
-    assert total_cash + abs(held[0]) == 2 * w.exchange.starting_balance
+    fees = sum((f.fee for f in w.exchange.fills), Decimal(0))
+    assert total_cash + abs(held[0]) + fees == 2 * w.exchange.starting_balance
 
 
 def test_opposite_positions_net_off_and_realise_pnl() -> None:
@@ -564,9 +571,12 @@ def test_opposite_positions_net_off_and_realise_pnl() -> None:
     assert position.contracts == Decimal(6)
     assert position.cost == Decimal("2.40")
     assert position.realized_pnl == Decimal("0.20")  # 4 x (1 - 0.40 - 0.55)
+    # Kalshi reports fees apart from the realised P&L: maker fees of 0.05 and 0.02.
+    assert position.fees_paid == Decimal("0.07")
+    assert position.wire()["fees_paid_dollars"] == "0.0700"
     assert w.maker.balance == w.exchange.starting_balance - Decimal("4.00") - Decimal(
         "2.20"
-    ) + Decimal(4)
+    ) + Decimal(4) - Decimal("0.07")
 
 
 # ----------------------------------------------------------------------------- current schema
@@ -682,8 +692,10 @@ def test_a_partial_fill_moves_only_the_filled_part() -> None:
     (maker_fill,), _ = w.exchange.list_fills(w.maker, maker_query)
     (req_fill,), _ = w.exchange.list_fills(w.requester, {})
     assert maker_fill.count == req_fill.count == Decimal(5)
-    assert w.maker.balance == w.exchange.starting_balance - Decimal("2.00")
-    assert w.requester.balance == w.exchange.starting_balance - Decimal("3.00")
+    # Fees on what filled: the maker's 0.021 and the taker's 0.084, each up to the cent.
+    assert (maker_fill.fee, req_fill.fee) == (Decimal("0.03"), Decimal("0.09"))
+    assert w.maker.balance == w.exchange.starting_balance - Decimal("2.00") - Decimal("0.03")
+    assert w.requester.balance == w.exchange.starting_balance - Decimal("3.00") - Decimal("0.09")
     (position,), _, _ = w.exchange.list_positions(w.maker, {})
     assert position.contracts == Decimal(5)
     # Neither party asked to rest: the unfilled part is cancelled, nothing rests.

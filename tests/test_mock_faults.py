@@ -427,7 +427,10 @@ async def test_partial_fills_reach_fills_positions_and_balances(
         (position,) = (await maker_client.list_positions()).market_positions
         assert position.position_fp == Decimal(5)
         start = mock.exchange.starting_balance
-        assert (await maker_client.get_balance()).balance_dollars == start - Decimal("2.00")
+        # The maker fee on the 5 that filled: 0.0175 x 5 x 0.40 x 0.60 = 0.021, up to the cent.
+        assert fill.fee_cost == Decimal("0.03")
+        balance = (await maker_client.get_balance()).balance_dollars
+        assert balance == start - Decimal("2.00") - Decimal("0.03")
         # The quote rested its remainder: the same order, 5 of 10 still on the book.
         order = mock.exchange.orders[executed.msg.order_id]
         assert (order.status, order.remaining) == ("resting", Decimal(5))

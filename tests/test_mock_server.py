@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from structlog.testing import capture_logs
 
 from mmbot import cli
+from mmbot.fees import FeeModel
 from mmbot.kalshi.auth import ACCESS_SIGNATURE_HEADER, KalshiAuth, Signer
 from mmbot.kalshi.errors import (
     AuthError,
@@ -380,9 +381,15 @@ async def test_full_requester_maker_flow_over_rest_and_ws(
         requester_positions = (await requester.list_positions()).market_positions
         assert [p.position_fp for p in requester_positions] == [-contracts]
 
+        # Kalshi's fee model: the maker (quoter) pays the maker fee, the requester the taker's.
+        maker_fee = FeeModel().fill_fee(yes_bid, contracts, maker=True)
+        requester_fee = FeeModel().fill_fee(1 - yes_bid, contracts, maker=False)
+        assert (maker_fills[0].fee_cost, requester_fills[0].fee_cost) == (maker_fee, requester_fee)
         start = mock.exchange.starting_balance
-        assert (await maker.get_balance()).balance_dollars == start - yes_bid * contracts
-        assert (await requester.get_balance()).balance_dollars == start - (1 - yes_bid) * contracts
+        maker_balance = (await maker.get_balance()).balance_dollars
+        assert maker_balance == start - yes_bid * contracts - maker_fee
+        requester_balance = (await requester.get_balance()).balance_dollars
+        assert requester_balance == start - (1 - yes_bid) * contracts - requester_fee
         quote = await maker.get_quote(quote_id, rfq_id=rfq_id)
         assert quote.status == "executed"
         assert quote.creator_order_id == maker_exec.msg.order_id

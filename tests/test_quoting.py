@@ -883,9 +883,12 @@ async def test_execution_commits_the_fill(h: Harness) -> None:
     assert (row["quote_id"], row["rfq_id"], row["market"]) == (quote_id, rfq_id, "M-1")
     assert (row["side"], row["price"], row["contracts"]) == ("no", D("0.48"), D(4))
     assert row["order_id"] == f"order-{quote_id}"
+    # The fake's fills report no fee_cost: priced with Kalshi's maker fee,
+    # 0.0175 x 4 x 0.48 x 0.52 = 0.017472, rounded up to the cent.
+    assert row["fee"] == D("0.02")
     [position] = h.journal.of("position_changed")
     assert (position["market"], position["contracts"]) == ("M-1", D(-4))
-    assert position["realized_pnl_change"] == 0
+    assert (position["realized_pnl_change"], position["fee"]) == (D("-0.02"), D("0.02"))
     assert fills == [FillInfo(quote_id, rfq_id, "M-1", "no", D("0.48"), D(4))]
     assert h.qm.counters.executions == 1
     assert h.qm.counters.contracts_traded == 4
@@ -906,9 +909,9 @@ async def test_execution_that_nets_records_realized_pnl(h: Harness) -> None:
     await h.qm.wait_idle()
     assert h.risk.position("M-1") == 6
     [position] = h.journal.of("position_changed")
-    # 4 x (1 - 0.48) - 4 x 0.60 = -0.32
+    # 4 x (1 - 0.48) - 4 x 0.60 = -0.32, less the 0.02 maker fee
     assert position["contracts"] == 6
-    assert position["realized_pnl_change"] == D("-0.32")
+    assert position["realized_pnl_change"] == D("-0.34")
 
 
 async def test_raising_on_fill_does_not_break_anything(h: Harness) -> None:

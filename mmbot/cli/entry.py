@@ -52,6 +52,10 @@ PLUGIN_MODULES = (
     "mmbot.cli.run",
     "mmbot.cli.health",
     "mmbot.cli.bench",
+    "mmbot.cli.report",
+    "mmbot.cli.compare",
+    "mmbot.cli.replay",
+    "mmbot.cli.synthesize",
 )
 
 EXIT_OK = 0

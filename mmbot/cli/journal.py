@@ -28,6 +28,8 @@ __all__ = ["register"]
 
 _SIZE = re.compile(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# Fields of a run_started row that `journal runs --json` shows for each run.
+_RUN_IDENTITY = ("mode", "version", "commit", "seed", "strategies", "config")
 # Beside a running daemon the archive works a tenth of the time. On 2 cores any work on
 # the other core slows the daemon, even at idle CPU priority; measured with
 # benchmarks/journal.py, an archive working flat out nearly doubled the daemon's
@@ -195,6 +197,9 @@ def _runs(args: argparse.Namespace, path: Path) -> int:
                     "stop_reason": run.stop_reason,
                     "events": run.events,
                     "archive": run.archive,
+                    # What the run recorded about itself at start (null when unknown): what
+                    # tells two runs apart.
+                    **{key: run.started.get(key) for key in _RUN_IDENTITY},
                 },
                 out,
             )

@@ -3,9 +3,13 @@
 ``--dry-run`` starts the mock exchange in-process on loopback, with simulated
 requesters (``dry_run.*`` settings) and an ephemeral key that exists only in
 memory, and runs the daemon against it: nothing reaches Kalshi and no account is
-needed. Both modes print a one-line status every ``run.status_interval_seconds``
-and a summary at exit (with JSON logs: ``status`` and ``run_summary`` events);
-``--duration`` stops either by itself.
+needed. Its journal is kept, in ``journal.path`` when that is set and otherwise in
+``./mmbot-dry-run/RUN_ID.sqlite`` (one file per run, under the working directory); the
+summary at exit says where. Both modes print a one-line status every
+``run.status_interval_seconds`` and a summary at exit (with JSON logs: ``status`` and
+``run_summary`` events); ``--duration`` stops either by itself. ``--shadow``
+(``run.shadow``) prices every RFQ as live but sends no write request: the REST client
+is read-only.
 """
 
 from __future__ import annotations
@@ -17,24 +21,32 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel
 
 from mmbot import __version__, eventloop
+from mmbot.buildinfo import build_commit
 from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import build_communications_stream, build_rest_client, build_signer
-from mmbot.config import ConfigError, ConfigProblem, RouteSettings, Settings
+from mmbot.config import (
+    REDACTED,
+    ConfigError,
+    ConfigProblem,
+    RouteSettings,
+    Settings,
+    redacted_dump,
+)
 from mmbot.daemon import build_engine
-from mmbot.engine import StartupRefused
+from mmbot.engine import Engine, StartupRefused
 from mmbot.journal import Journal, JournalError, Summary
 from mmbot.kalshi.auth import Signer
 from mmbot.kalshi.errors import AuthError, KalshiError
@@ -48,9 +60,16 @@ from mmbot.logs import (
 from mmbot.observability import Metrics, MetricsServer
 from mmbot.strategy import Route, StrategyError, StrategyRouter, build_strategy
 
-__all__ = ["build_router", "register", "run_daemon"]
+if TYPE_CHECKING:
+    # Only for annotations: pyarrow loads when a run records, the mock on a dry-run.
+    from mmbot.mock.sim import SimMarket
+    from mmbot.research.recorder import Recorder
+
+__all__ = ["build_router", "describe_routes", "register", "run_daemon", "run_record"]
 
 _LOGGER = "mmbot.run"
+#: Where a dry-run without journal.path keeps its journals, relative to the working directory.
+DRY_RUN_JOURNAL_DIR = Path("mmbot-dry-run")
 log = structlog.get_logger(_LOGGER)
 
 
@@ -68,7 +87,8 @@ def register(
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="run against an in-process mock exchange with simulated requesters",
+        help="run against an in-process mock exchange with simulated requesters; the "
+        "journal is kept in journal.path if set, else in ./mmbot-dry-run/RUN_ID.sqlite",
     )
     run.add_argument(
         "--duration",
@@ -82,11 +102,22 @@ def register(
         help="start even when the account holds open or accepted quotes this journal did not "
         "create (another mmbot on the same key, or a lost journal), and withdraw them",
     )
+    run.add_argument(
+        "--shadow",
+        action="store_true",
+        help="shadow mode (sets run.shadow): price every RFQ on the live feed and record what "
+        "would have been quoted, sending no write request of any kind; combines with --dry-run",
+    )
     run.set_defaults(func=_run_command)
 
 
 def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     sources = getattr(args, "config_sources", None) or {}
+    if getattr(args, "shadow", False):
+        # The flag is the setting, so everything downstream reads run.shadow alone.
+        run_settings = settings.run.model_copy(update={"shadow": True})
+        settings = settings.model_copy(update={"run": run_settings})
+        sources = {**sources, "run.shadow": "--shadow flag"}
     # Bound here, not only in run_daemon: the event loop's choice is logged before it runs.
     run_id = _bind_run_fields()
     # Run here rather than returned as a coroutine for the CLI's asyncio.run: the loop is
@@ -134,27 +165,89 @@ def _bind_run_fields(run_id: str | None = None) -> str:
 
 
 def build_router(settings: Settings, *, dry_run: bool = False) -> StrategyRouter:
-    """Build the strategy routes, or raise ConfigError naming the route at fault."""
+    """Build the strategy routes, or raise ConfigError naming the route at fault.
+
+    The default strategy is built even when no route uses it: check-config (which calls
+    this too) and every run then refuse a bad default alike, not only a dry-run that
+    falls back to it.
+    """
     config = settings.strategies
     routes_config = list(config.routes)
-    if not routes_config and dry_run:
+    default_keys = ("strategies.default", "strategies.params")
+    implicit = not routes_config and dry_run
+    if implicit:
         # A dry-run with no routes would quote nothing; quote everything with the default.
         routes_config = [RouteSettings(match=["*"])]
     routes: list[Route] = []
     problems: list[ConfigProblem] = []
+    if not any(route.strategy is None for route in routes_config):
+        try:
+            build_strategy(config.default, config.params)
+        except StrategyError as exc:
+            problems.append(_strategy_problem(default_keys, exc))
     for index, route in enumerate(routes_config):
         ref = route.strategy or config.default
         params = {**config.params, **route.params} if route.strategy is None else route.params
         try:
             routes.append(Route(patterns=tuple(route.match), strategy=build_strategy(ref, params)))
         except StrategyError as exc:
-            # One line per problem: the CLI prints each problem on a single line.
-            first, *rest = str(exc).splitlines()
-            note = "; ".join([first, *(line.strip() for line in rest)])
-            problems.append(ConfigProblem(keys=(f"strategies.routes[{index}]",), note=note))
+            keys = default_keys if implicit else (f"strategies.routes[{index}]",)
+            problems.append(_strategy_problem(keys, exc))
     if problems:
         raise ConfigError(problems)
     return StrategyRouter(routes)
+
+
+def _strategy_problem(keys: tuple[str, ...], exc: StrategyError) -> ConfigProblem:
+    """A strategy that cannot be built, as one configuration problem on one line."""
+    # One line per problem: the CLI prints each problem on a single line.
+    first, *rest = str(exc).splitlines()
+    note = "; ".join([first, *(line.strip() for line in rest)])
+    return ConfigProblem(keys=keys, note=note)
+
+
+def describe_routes(router: StrategyRouter) -> list[dict[str, Any]]:
+    """Each route's patterns, strategy class and resolved parameters, as plain JSON values."""
+    described = []
+    for route in router.routes:
+        strategy = route.strategy
+        cls = type(strategy)
+        params = strategy.params
+        described.append(
+            {
+                "match": list(route.patterns),
+                "strategy": strategy.name,
+                "class": f"{cls.__module__}:{cls.__qualname__}",
+                # mode="json": Decimals as exact strings, never floats.
+                "params": (
+                    params.model_dump(mode="json") if isinstance(params, BaseModel) else None
+                ),
+            }
+        )
+    return described
+
+
+def run_record(
+    settings: Settings, router: StrategyRouter, dry_run: bool, journal_path: Path
+) -> dict[str, Any]:
+    """What tells one run from another, for its ``run_started`` row (secrets redacted)."""
+    config = redacted_dump(settings)
+    kalshi = config.get("kalshi", {})
+    # The key id and key text are already redacted; where the key lives is not to be
+    # recorded either, since the journal is shared more widely than the key's host.
+    for key in ("key_id", "private_key", "private_key_path"):
+        if kalshi.get(key) is not None:
+            kalshi[key] = REDACTED
+    config.setdefault("journal", {})["path"] = str(journal_path)
+    return {
+        "mode": "dry-run" if dry_run else "live",
+        "version": __version__,
+        "commit": build_commit(),
+        # Only a dry-run is simulated; a live run has no seed to reproduce it by.
+        "seed": settings.dry_run.seed if dry_run else None,
+        "strategies": describe_routes(router),
+        "config": config,
+    }
 
 
 def _complain(line: str) -> None:
@@ -198,11 +291,13 @@ class _Target:
     signer: Signer
     journal_path: Path
     label: str
+    #: The mock's hidden fair value of a market (dry-run only), for the research recording.
+    fair_value: Callable[[str], Decimal | None] | None = None
 
 
 @contextlib.asynccontextmanager
 async def _target(
-    settings: Settings, *, dry_run: bool, sources: dict[str, str]
+    settings: Settings, *, dry_run: bool, sources: dict[str, str], run_id: str
 ) -> AsyncIterator[_Target]:
     """The exchange to trade on: the configured one, or a mock started for a dry-run."""
     if not dry_run:
@@ -225,16 +320,71 @@ async def _target(
         mock.register_key(key_id, key.public_key())
         urls = {"rest_url": mock.rest_url, "ws_url": mock.ws_url}
         kalshi = settings.kalshi.model_copy(update=urls)
-        with tempfile.TemporaryDirectory(prefix="mmbot-dry-run-") as scratch:
-            # A dry-run must not write into the production journal by accident.
-            explicit = sources.get("journal.path", "default") != "default"
-            journal_path = settings.journal.path if explicit else Path(scratch) / "journal.sqlite"
-            yield _Target(
-                settings.model_copy(update={"kalshi": kalshi}),
-                Signer(key_id, key),
-                journal_path,
-                f"dry-run against the mock exchange at {mock.rest_url}",
-            )
+        # A dry-run must not write into the production journal by accident: unless
+        # journal.path is set explicitly, it journals into a file of its own, which it keeps.
+        explicit = sources.get("journal.path", "default") != "default"
+        journal_path = settings.journal.path if explicit else dry_run_journal_path(run_id)
+        yield _Target(
+            settings.model_copy(update={"kalshi": kalshi}),
+            Signer(key_id, key),
+            journal_path,
+            f"dry-run against the mock exchange at {mock.rest_url}",
+            _fair_value_of(mock.exchange.markets),
+        )
+
+
+def _fair_value_of(markets: Mapping[str, SimMarket]) -> Callable[[str], Decimal | None]:
+    """Reads the mock's hidden fair value of a market, for a dry-run's recording."""
+
+    def fair_value(ticker: str) -> Decimal | None:
+        market = markets.get(ticker)
+        return market.fair() if market is not None else None
+
+    return fair_value
+
+
+def _recorder(
+    settings: Settings, router: StrategyRouter, dry_run: bool, target: _Target, run_id: str
+) -> Recorder | None:
+    """The research recorder the settings ask for, or None."""
+    recording = settings.recording
+    if not recording.enabled:
+        return None
+    from mmbot.research.recorder import Recorder
+
+    run = {"run_id": run_id, **run_record(settings, router, dry_run, target.journal_path)}
+    mode = "shadow" if settings.run.shadow else str(run["mode"])
+    run["mode"] = mode
+    return Recorder(
+        recording.path,
+        horizons=recording.horizons_seconds,
+        run=run,
+        mode=mode,
+        rotate_seconds=recording.rotate_seconds,
+        fair_value=target.fair_value,
+    )
+
+
+async def _run_recorded(engine: Engine, recorder: Recorder, stop: asyncio.Event) -> int:
+    """Run the engine with ``recorder`` sampling markouts beside it; close it after."""
+    recorder.attach(engine.market_data)
+    recorder.start()
+    sampler = asyncio.create_task(recorder.run(), name="recording")
+    try:
+        return await engine.run(stop)
+    finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await recorder.close()
+
+
+def dry_run_journal_path(run_id: str) -> Path:
+    """Where a dry-run keeps its journal when journal.path is not set: one file per run."""
+    # One file per run, not one shared file: a dry-run rebuilds today's P&L from its journal,
+    # so a shared file would carry earlier dry-runs' losses into the next one's risk limits
+    # (the same seed would not give the same run), and two dry-runs could not run at once.
+    return (DRY_RUN_JOURNAL_DIR / f"{run_id}.sqlite").absolute()
 
 
 async def run_daemon(
@@ -302,14 +452,16 @@ async def run_daemon(
             # With JSON logs the server's own metrics_listening event says this already.
             if configured_format() != "json":
                 say(f"mmbot: metrics on {server.url}/metrics, health on /healthz and /readyz")
-        async with _target(settings, dry_run=dry_run, sources=sources or {}) as target:
+        async with _target(
+            settings, dry_run=dry_run, sources=sources or {}, run_id=run_id
+        ) as target:
             cfg = target.settings
             journal = Journal(
                 target.journal_path, synchronous=cfg.journal.synchronous, run_id=run_id
             )
             journal.add_listener(metrics.on_journal_record)
             try:
-                journal.start(detail={"mode": "dry-run" if dry_run else "live"})
+                journal.start(detail=run_record(cfg, router, dry_run, target.journal_path))
             except JournalError as exc:
                 # Already one line naming the path and the reason (or the pid holding it).
                 _complain(f"error: {exc}")
@@ -320,7 +472,12 @@ async def run_daemon(
                     target.signer,
                     on_response=metrics.on_rest_response,
                     max_queued_quotes=cfg.quotes.max_queued,
+                    # Shadow mode's guarantee: the client itself refuses every write.
+                    read_only=cfg.run.shadow,
                 ) as rest:
+                    recorder = _recorder(cfg, router, dry_run, target, run_id)
+                    if recorder is not None:
+                        journal.add_row_listener(recorder.on_row)
                     engine = build_engine(
                         cfg,
                         rest=rest,
@@ -330,6 +487,7 @@ async def run_daemon(
                         metrics=metrics,
                         status=say,
                         adopt_orphans=adopt_orphans,
+                        observer=recorder,
                     )
                     announce(
                         "daemon_target",
@@ -337,7 +495,21 @@ async def run_daemon(
                         target=target.label,
                         journal=str(target.journal_path),
                     )
-                    code = await engine.run(stop)
+                    if cfg.run.shadow:
+                        announce(
+                            "shadow_mode",
+                            "mmbot: shadow mode: every RFQ is priced, no write request is sent",
+                        )
+                    if recorder is None:
+                        code = await engine.run(stop)
+                    else:
+                        code = await _run_recorded(engine, recorder, stop)
+                        announce(
+                            "recording_kept",
+                            f"mmbot: recording in {recorder.directory} "
+                            f"({recorder.stats.rows} RFQs)",
+                            path=str(recorder.directory),
+                        )
                     # A status event (final=true) with JSON logs, today's status line on a
                     # terminal.
                     engine.report_status(final=True)
@@ -368,9 +540,12 @@ async def run_daemon(
                 # JSON logs get one run_summary event, so a pipeline reads a single format.
                 if json_logs:
                     fields = _summary_fields(summary)
+                    fields["journal"] = str(target.journal_path)
                     say(json_event_line("run_summary", logger=_LOGGER, exit_code=code, **fields))
                 else:
                     say(journal.format_summary(summary))
+                    if dry_run:
+                        say(f"mmbot: journal kept at {target.journal_path}")
             return code
     except (StartupRefused, JournalError) as exc:
         # A journal that cannot be read at start-up (today's P&L, our quotes' records)

@@ -6,7 +6,7 @@ import os
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -42,8 +42,11 @@ __all__ = [
     "DEFAULT_WS_URL",
     "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
+    "FEE_TYPES",
     "NON_SETTING_ENV_VARS",
     "DryRunSettings",
+    "FeeType",
+    "FeesSettings",
     "JournalSettings",
     "KalshiSettings",
     "LogSettings",
@@ -51,6 +54,7 @@ __all__ = [
     "MetricsSettings",
     "QuotesSettings",
     "ReconcileSettings",
+    "RecordingSettings",
     "RiskSettings",
     "RouteSettings",
     "RunSettings",
@@ -383,6 +387,46 @@ class RiskSettings(BaseModel):
     )
 
 
+#: The values of a market's ``fee_type_override`` in Kalshi's market-lifecycle documentation.
+FeeType = Literal[
+    "quadratic", "quadratic_with_maker_fees", "quadratic_with_combo_maker_fees", "flat"
+]
+FEE_TYPES: tuple[str, ...] = get_args(FeeType)
+
+
+def _power_of_ten(value: Decimal) -> Decimal:
+    # Balances are floored to it with Decimal.quantize, which takes only powers of ten.
+    if value.normalize().as_tuple().digits != (1,):
+        raise PydanticCustomError("mmbot_precision", "not a power of ten")
+    return value
+
+
+class FeesSettings(BaseModel):
+    """The exchange's fee schedule, for fills whose fee the exchange does not report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[FeeType, BeforeValidator(_lower)] = Field(
+        default="quadratic_with_maker_fees",
+        description="fee type of the markets quoted, as Kalshi's fee_type_override names it",
+    )
+    maker_multiplier: _Dollars = Field(
+        default=Decimal("0.0175"),
+        description="maker fee = multiplier x contracts x price x (1 - price), rounded up",
+    )
+    taker_multiplier: _Dollars = Field(
+        default=Decimal("0.07"),
+        description="taker fee = multiplier x contracts x price x (1 - price), rounded up",
+    )
+    balance_precision: Annotated[
+        Decimal, Field(gt=0, le=1, allow_inf_nan=False), AfterValidator(_power_of_ten)
+    ] = Field(
+        default=Decimal("0.01"),
+        description="the account's balance precision: 0.01, or 0.0001 for direct members",
+        json_schema_extra=_expected("0.01 or 0.0001 (a power of ten, at most 1)"),
+    )
+
+
 class RouteSettings(BaseModel):
     """Markets matched by glob patterns, quoted by one strategy."""
 
@@ -476,6 +520,11 @@ class RunSettings(BaseModel):
         description="event loop of mmbot run: auto takes uvloop when it is installed, "
         "else asyncio's own",
     )
+    shadow: bool = Field(
+        default=False,
+        description="shadow mode (--shadow): price every RFQ on the live feed and record "
+        "what would have been quoted, but send no write request of any kind",
+    )
 
 
 class MetricsSettings(BaseModel):
@@ -490,6 +539,38 @@ class MetricsSettings(BaseModel):
     )
     port: int = Field(
         default=9100, ge=0, le=65535, description="port for /metrics, /healthz and /readyz"
+    )
+
+
+def _horizons(value: list[int]) -> list[int]:
+    if not value:
+        raise ValueError("needs at least one horizon")
+    if any(h <= 0 for h in value):
+        raise ValueError("every horizon must be a positive number of seconds")
+    if len(set(value)) != len(value):
+        raise ValueError("horizons must not repeat")
+    return sorted(value)
+
+
+class RecordingSettings(BaseModel):
+    """Research recording: every RFQ, decision, outcome and markout, as Parquet files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=False, description="record this run for research (Parquet)")
+    path: Annotated[Path, BeforeValidator(_expand_user)] = Field(
+        default=Path("recordings"), description="directory the recording's files go into"
+    )
+    horizons_seconds: Annotated[list[int], AfterValidator(_horizons)] = Field(
+        default_factory=lambda: [1, 10, 60, 300],
+        description="markout horizons: the reference mid is recorded this many seconds "
+        "after each RFQ",
+        json_schema_extra={"expected": "a list of distinct positive whole seconds"},
+    )
+    rotate_seconds: _PositiveSeconds = Field(
+        default=300.0,
+        description="how often finished rows are written out as a new file (a crash loses "
+        "at most this plus the longest horizon)",
     )
 
 
@@ -547,6 +628,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     quotes: QuotesSettings = Field(default_factory=QuotesSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
+    fees: FeesSettings = Field(default_factory=FeesSettings)
     strategies: StrategiesSettings = Field(default_factory=StrategiesSettings)
     marketdata: MarketDataSettings = Field(default_factory=MarketDataSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
@@ -555,6 +637,7 @@ class Settings(BaseSettings):
     run: RunSettings = Field(default_factory=RunSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     dry_run: DryRunSettings = Field(default_factory=DryRunSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
     @classmethod
     def settings_customise_sources(

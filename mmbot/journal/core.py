@@ -157,6 +157,7 @@ class Journal:
         )
         self._reader = Reader(self._path, busy_timeout=busy_timeout)
         self._listeners: list[Listener] = []
+        self._row_listeners: list[Callable[[Row], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,6 +267,14 @@ class Journal:
         metrics count the journal's rows this way, so the two never disagree.
         """
         self._listeners.append(listener)
+
+    def add_row_listener(self, listener: Callable[[Row], None]) -> None:
+        """Call ``listener(row)`` with every whole row recorded from now on.
+
+        Like :meth:`add_listener`, inline on the recording thread: the research recorder
+        keeps the row and does its work elsewhere.
+        """
+        self._row_listeners.append(listener)
 
     def record_run_stopped(self, *, reason: str = "shutdown", detail: Detail = None) -> None:
         """Record a clean stop with final figures; ``close()`` records one if this was not."""
@@ -499,8 +508,12 @@ class Journal:
         contracts: Decimal,
         order_id: str | None,
         detail: Detail = None,
+        fee: Decimal | None = None,
     ) -> None:
-        """A fill: the maker bought ``contracts`` of ``side`` at ``price``."""
+        """A fill: the maker bought ``contracts`` of ``side`` at ``price``, paying ``fee``.
+
+        The fee (dollars) is the row's ``amount``; None for a fill recorded without one.
+        """
         self._record(
             Kind.EXECUTION,
             rfq_id=rfq_id,
@@ -509,6 +522,7 @@ class Journal:
             side=side,
             price=_dec(price),
             contracts=_dec(contracts),
+            amount=_dec(fee),
             detail=_detail(detail, {"order_id": order_id or None}),
         )
 
@@ -521,8 +535,14 @@ class Journal:
         quote_id: str | None = None,
         reason: str | None = None,
         detail: Detail = None,
+        fee: Decimal | None = None,
     ) -> None:
-        """``market``'s net position is now ``contracts``; realised P&L moved by ``amount``."""
+        """``market``'s net position is now ``contracts``; realised P&L moved by ``amount``.
+
+        ``realized_pnl_change`` is net of ``fee``, the fee of the fill that moved it. The fee
+        is kept in the row's detail: the rows the daemon rebuilds today's P&L from are the
+        ones archiving keeps, so today's fees are rebuilt from the same rows.
+        """
         self._record(
             Kind.POSITION_CHANGED,
             quote_id=quote_id,
@@ -530,7 +550,7 @@ class Journal:
             contracts=_dec(contracts),
             amount=_dec(realized_pnl_change),
             reason=reason,
-            detail=_detail(detail),
+            detail=_detail(detail, {"fee": _dec(fee)}),
         )
 
     def record_reconciled(
@@ -597,6 +617,11 @@ class Journal:
             except Exception:
                 # A listener's bug must not cost the journal its row.
                 _log.exception("journal_listener_failed", kind=row.kind)
+        for row_listener in self._row_listeners:
+            try:
+                row_listener(row)
+            except Exception:
+                _log.exception("journal_listener_failed", kind=row.kind)
         if not self._writer.put(row):
             self._writer.report_lost([row], why="journal closed")
 
@@ -658,8 +683,12 @@ class Journal:
         return self._reader.quotes_created(quote_ids)
 
     def realized_pnl_since(self, since: datetime) -> Decimal:
-        """The exact sum of realised P&L recorded at or after ``since``, over all runs."""
+        """The exact sum of realised P&L recorded at or after ``since``, net of fees."""
         return self._reader.realized_pnl_since(since)
+
+    def fees_since(self, since: datetime) -> Decimal:
+        """The exact sum of the fees recorded at or after ``since``, over all runs."""
+        return self._reader.fees_since(since)
 
     def format_summary(self, summary: Summary) -> str:
         """Same as the module-level ``format_summary``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -128,7 +128,10 @@ class Summary:
     executions: int
     contracts_traded: Decimal
     premium_paid: Decimal
+    #: Net of fees, as the daemon counts it.
     realized_pnl: Decimal
+    #: Fees of the executions (dollars); part of ``realized_pnl`` already.
+    fees: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class ExecutionRow:
     price: Decimal
     contracts: Decimal
     order_id: str | None
+    #: The fill's fee in dollars; None on rows recorded before fees were.
+    fee: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -162,3 +167,6 @@ class RunRow:
     archive: str | None = None
     #: The process that recorded the run (from its ``run_started`` row), if known.
     pid: int | None = None
+    #: The ``run_started`` row's detail: mode, version, commit, seed, strategies, config.
+    #: Empty for an archived run (read its archive file) or a row without one.
+    started: Mapping[str, Any] = field(default_factory=dict)

@@ -71,6 +71,11 @@ def _dec_or_none(value: object) -> Decimal | None:
     return parsed if parsed.is_finite() else None
 
 
+def _fee_out(detail: str | None) -> Decimal:
+    fee = _detail_out(detail).get("fee")
+    return _dec_out(fee) if isinstance(fee, str) else Decimal(0)
+
+
 def _exact_sum(values: Iterable[Decimal]) -> Decimal:
     # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
     with localcontext() as ctx:
@@ -138,7 +143,7 @@ class Reader:
             ).fetchone()
             also = f"AND {where.removeprefix('WHERE ')}" if where else ""
             fills = conn.execute(
-                f"SELECT price, contracts FROM events WHERE kind = 'execution' {also}",  # noqa: S608
+                f"SELECT price, contracts, amount FROM events WHERE kind = 'execution' {also}",  # noqa: S608
                 params,
             ).fetchall()
             pnl = conn.execute(
@@ -148,8 +153,9 @@ class Reader:
             # Sums of exact values must stay exact: a wide context keeps Decimal from rounding.
             with localcontext() as ctx:
                 ctx.prec = 100
-                contracts_traded = sum((_dec_out(c) for _, c in fills), Decimal(0))
-                premium = sum((_dec_out(p) * _dec_out(c) for p, c in fills), Decimal(0))
+                contracts_traded = sum((_dec_out(c) for _, c, _ in fills), Decimal(0))
+                premium = sum((_dec_out(p) * _dec_out(c) for p, c, _ in fills), Decimal(0))
+                fees = sum((_dec_out(f) for _, _, f in fills), Decimal(0))
                 realized = sum((_dec_out(a) for (a,) in pnl), Decimal(0))
             first_ts = _parse_ts(first) if first is not None else None
             last_ts = _parse_ts(last) if last is not None else None
@@ -188,6 +194,7 @@ class Reader:
             contracts_traded=contracts_traded,
             premium_paid=premium,
             realized_pnl=realized,
+            fees=fees,
         )
 
     @staticmethod
@@ -216,7 +223,8 @@ class Reader:
     def executions(self, since: datetime | None = None) -> list[ExecutionRow]:
         """Every execution (at or after ``since``, if given), oldest first."""
         sql = (
-            "SELECT seq, ts, run_id, quote_id, rfq_id, market, side, price, contracts, detail"
+            "SELECT seq, ts, run_id, quote_id, rfq_id, market, side, price, contracts, amount,"
+            " detail"
             " FROM events {indexed} WHERE kind = 'execution'"
         )
         params: tuple[str, ...] = ()
@@ -229,7 +237,7 @@ class Reader:
             # than sort the few rows the partial index holds.
             sql = sql.format(indexed=_indexed(conn, "events_fills"))
             rows = conn.execute(sql + " ORDER BY seq", params).fetchall()
-            for seq, ts, run, quote, rfq, market, side, price, contracts, detail in rows:
+            for seq, ts, run, quote, rfq, market, side, price, contracts, fee, detail in rows:
                 order_id = _detail_out(detail).get("order_id")
                 result.append(
                     ExecutionRow(
@@ -243,6 +251,7 @@ class Reader:
                         price=_dec_out(price),
                         contracts=_dec_out(contracts),
                         order_id=str(order_id) if order_id is not None else None,
+                        fee=_dec_out(fee) if fee is not None else None,
                     )
                 )
         return result
@@ -296,7 +305,11 @@ class Reader:
         return found
 
     def realized_pnl_since(self, since: datetime) -> Decimal:
-        """The exact sum of realised P&L recorded at or after ``since``, over all runs."""
+        """The exact sum of realised P&L recorded at or after ``since``, net of fees.
+
+        A fill's ``position_changed`` amount already has its fee taken off (see
+        ``Journal.record_position_changed``), so the sum is the daemon's figure as it ran.
+        """
         bound = format_ts(since)
         with self._connect() as conn:
             rows = conn.execute(
@@ -304,6 +317,17 @@ class Reader:
                 (bound,),
             ).fetchall()
             return _exact_sum(_dec_out(amount) for (amount,) in rows)
+
+    def fees_since(self, since: datetime) -> Decimal:
+        """The exact sum of fees recorded at or after ``since``, over all runs."""
+        bound = format_ts(since)
+        with self._connect() as conn:
+            # The position_changed rows, not the executions: archiving keeps today's.
+            rows = conn.execute(
+                "SELECT detail FROM events WHERE kind = 'position_changed' AND ts >= ?",
+                (bound,),
+            ).fetchall()
+            return _exact_sum(_fee_out(detail) for (detail,) in rows)
 
     def runs(self) -> list[RunRow]:
         """Every run the file knows, oldest first: its start, clean stop (if any) and size.
@@ -323,29 +347,31 @@ class Reader:
                     " AND kind = 'run_stopped' ORDER BY seq"
                 )
             }
-            starts: dict[str, tuple[str, int | None]] = {}
+            starts: dict[str, tuple[str, dict[str, Any]]] = {}
             for run, ts, detail in conn.execute(
                 f"SELECT run_id, ts, detail FROM events {_indexed(conn, 'events_runs')}"  # noqa: S608
                 f" WHERE {RUNS_WHERE} AND kind = 'run_started' ORDER BY seq DESC"
             ):
-                pid = _detail_out(detail).get("pid")
-                starts[run] = (ts, pid if isinstance(pid, int) else None)
+                starts[run] = (ts, _detail_out(detail))
             archived = _archived(conn)
             found: dict[str, tuple[int, RunRow]] = {}
             for run, seq, first_ts, count, last_ts in rows:
                 if run in archived:
                     continue
                 stopped_ts, stop_reason = stops.get(run, (None, None))
+                started_ts, started = starts.get(run, (first_ts, {}))
+                pid = started.get("pid")
                 found[run] = (
                     seq,
                     RunRow(
                         run_id=run,
-                        started_at=_parse_ts(starts.get(run, (first_ts, None))[0]),
+                        started_at=_parse_ts(started_ts),
                         stopped_at=_parse_ts(stopped_ts) if stopped_ts is not None else None,
                         stop_reason=stop_reason,
                         events=count,
                         last_at=_parse_ts(last_ts),
-                        pid=starts.get(run, (None, None))[1],
+                        pid=pid if isinstance(pid, int) else None,
+                        started=started,
                     ),
                 )
             for run, (seq, row) in archived.items():

@@ -65,6 +65,8 @@ def format_summary(summary: Summary) -> str:
     table.add("Confirm failures", summary.confirm_failures)
     table.add("Executions", summary.executions)
     table.add("Contracts traded", _money(summary.contracts_traded))
-    table.add("Premium paid", _money(summary.premium_paid))
-    table.add("Realized P&L", _money(summary.realized_pnl))
+    table.add("Premium paid ($)", _money(summary.premium_paid))
+    table.add("Fees ($)", _money(summary.fees))
+    # The journal records realised P&L with each fill's fee already taken off.
+    table.add("Realised P&L ($, net of fees)", _money(summary.realized_pnl))
     return "\n".join([title, *table.render()]) + "\n"

@@ -21,6 +21,7 @@ __all__ = [
     "PaginationError",
     "RateLimitedError",
     "ServerError",
+    "ShadowWriteRefused",
     "TransportError",
     "error_for_status",
     "parse_error_body",
@@ -96,6 +97,20 @@ class RateLimitedError(KalshiApiError):
 
 class ServerError(KalshiApiError):
     """5xx: the exchange failed; the request may or may not have taken effect."""
+
+
+class ShadowWriteRefused(RuntimeError):
+    """A write was attempted through a read-only (shadow mode) client: a programming error.
+
+    Deliberately not a :class:`KalshiError`: callers catch those as the
+    exchange's refusals or transport failures (journal them, retry, skip the RFQ), and a
+    write path that shadow mode forgot to skip must crash its task loudly instead.
+    """
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(f"{method} {path} refused: this client is read-only (shadow mode)")
+        self.method = method
+        self.path = path
 
 
 _BY_STATUS: dict[int, type[KalshiApiError]] = {

@@ -61,6 +61,7 @@ __all__ = [
     "UnknownMessage",
     "Unsubscribed",
     "accepted_bid",
+    "accepted_msg_from_rest",
     "maker_fill_for_accept",
     "parse_fixed_point",
     "parse_message",
@@ -709,3 +710,23 @@ def parse_message(frame: str | bytes) -> Message:
         return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
         raise MalformedMessage(f"invalid {kind}: {_summarize(exc)}", frame) from None
+
+
+def accepted_msg_from_rest(quote: Quote) -> QuoteAcceptedMsg:
+    """An acceptance found over REST, in the shape the WebSocket would have delivered it."""
+    # The REST quote does not say how much was accepted; a size of zero (a budget-sized
+    # RFQ) is none at all, which our record then reads as the size we offered.
+    size = quote.contracts_fp if quote.contracts_fp is not None and quote.contracts_fp > 0 else None
+    return QuoteAcceptedMsg(
+        quote_id=quote.id,
+        rfq_id=quote.rfq_id,
+        quote_creator_id=quote.creator_id,
+        rfq_creator_id=quote.rfq_creator_id,
+        market_ticker=quote.market_ticker,
+        yes_bid_dollars=quote.yes_bid_dollars,
+        no_bid_dollars=quote.no_bid_dollars,
+        yes_contracts_offered_fp=quote.yes_contracts_fp,
+        no_contracts_offered_fp=quote.no_contracts_fp,
+        accepted_side=quote.accepted_side,
+        contracts_accepted_fp=size,
+    )

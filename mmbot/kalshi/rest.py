@@ -10,6 +10,9 @@ Every call goes through :meth:`KalshiRestClient._call`, which
 * retries 429, 5xx and transport failures with capped exponential backoff and
   full jitter, under a deadline, for the calls where a retry is safe. Each
   endpoint states its retry policy and why.
+
+Built with ``read_only=True`` (shadow mode) the client refuses every request that is not
+a GET with :class:`ShadowWriteRefused`, before any token is taken or byte is sent.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mmbot.kalshi.errors import (
     KalshiError,
     PaginationError,
     ServerError,
+    ShadowWriteRefused,
     TransportError,
     error_for_status,
 )
@@ -71,6 +75,7 @@ __all__ = [
     "PositionsPage",
     "ResponseObserver",
     "Retry",
+    "ShadowWriteRefused",
 ]
 
 log = structlog.get_logger("mmbot.kalshi.rest")
@@ -148,8 +153,11 @@ class KalshiRestClient:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_response: ResponseObserver | None = None,
+        read_only: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: Shadow mode: every request but a GET raises ShadowWriteRefused.
+        self.read_only = read_only
         # Told of every attempt (endpoint, HTTP status or "error", seconds): the metrics hook.
         self.on_response = on_response
         self.read_bucket = TokenBucket(read_tokens_per_second, read_bucket_capacity, name="read")
@@ -175,6 +183,12 @@ class KalshiRestClient:
         self._timeout = {"timeout": httpx.Timeout(timeout_seconds).as_dict()}
         self._headers: list[tuple[str, str]] = [*_BASE_HEADERS]
 
+    def _refuse_write(self, method: str, path: str) -> None:
+        """Raise ShadowWriteRefused, logged at ERROR, if read-only and ``method`` writes."""
+        if self.read_only and method != "GET":
+            log.error("shadow_write_refused", method=method, path=path)
+            raise ShadowWriteRefused(method, path)
+
     async def __aenter__(self) -> KalshiRestClient:
         return self
 
@@ -189,6 +203,7 @@ class KalshiRestClient:
         self, method: str, url: str, query: Any, content: bytes | None
     ) -> httpx.Response:
         """One attempt: a freshly signed request, the whole body read; httpx errors raise."""
+        self._refuse_write(method, url)  # again: a path bypassing _call cannot write either
         target = httpx.URL(url, params=query)
         headers = self._headers.copy()
         if content is not None:
@@ -233,6 +248,8 @@ class KalshiRestClient:
         ``gone_is_done``: for deletes, a 404 after an ambiguous failure means an earlier
         attempt did the work, so it counts as success.
         """
+        # First, before a token is taken: a refused write must cost the budget nothing.
+        self._refuse_write(method, path)
         bucket = self.read_bucket if lane is _Lane.READ else self.write_bucket
         deadline = time.monotonic() + (
             self._retry_deadline if deadline_seconds is None else deadline_seconds

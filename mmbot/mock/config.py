@@ -73,6 +73,8 @@ class MockStats:
     """Server-side counters: what was served and which faults were injected."""
 
     requests: int = 0
+    #: Requests of any method but GET outside ``/_mock/``: how a test proves nothing wrote.
+    non_get_requests: int = 0
     rate_limited_429: int = 0
     auth_failures: int = 0
     internal_errors: int = 0

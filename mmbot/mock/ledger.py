@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from mmbot.fees import FeeAccumulator, FeeModel
 from mmbot.mock.records import (
     ExchangeEvent,
     FillRecord,
@@ -60,6 +61,7 @@ class Ledger:
         time_scale: float = 1.0,
         seed: int = 0,
         starting_balance: Decimal = Decimal("100000"),
+        fee_model: FeeModel | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -68,6 +70,10 @@ class Ledger:
         self.clock = clock
         self.time_scale = time_scale
         self.starting_balance = starting_balance
+        #: Kalshi's documented fee schedule and rounding, charged on every fill.
+        self.fee_model = fee_model if fee_model is not None else FeeModel()
+        # Rounding fees accumulate per order, as the exchange's fee accumulator does.
+        self._fee_accumulators: dict[str, FeeAccumulator] = {}
         self.users: dict[str, User] = {}
         self.rfqs: dict[str, RfqRecord] = {}
         self.quotes: dict[str, QuoteRecord] = {}
@@ -172,6 +178,10 @@ class Ledger:
             order.remaining = _ZERO
             order.status = "executed"
         yes_price = price if order.side == "yes" else _ONE - price
+        accumulator = self._fee_accumulators.setdefault(
+            order.id, FeeAccumulator(self.fee_model.balance_precision)
+        )
+        fee = self.fee_model.charge(price, count, accumulator, maker=not is_taker).net_fee
         delay = max(0.0, self.fill_listing_delay())
         self.fills.append(
             FillRecord(
@@ -187,15 +197,17 @@ class Ledger:
                 created=now,
                 visible_at=now + timedelta(seconds=delay),
                 subaccount=order.subaccount,
+                fee=fee,
             )
         )
-        user.balance -= price * count
+        user.balance -= price * count + fee
         position = self.positions.get((user.user_id, market.ticker))
         if position is None:
             position = PositionRecord(market, self._next_seq())
             self.positions[(user.user_id, market.ticker)] = position
         signed = count if order.side == "yes" else -count
         position.total_traded += price * count
+        position.fees_paid += fee
         held = position.contracts
         if held == 0 or (held > 0) == (signed > 0):
             position.contracts += signed
@@ -319,7 +331,7 @@ class Ledger:
                 "total_cost_shares_fp": wire_count(sum((abs(p.contracts) for p in group), _ZERO)),
                 "event_exposure_dollars": wire_dollars(sum((p.cost for p in group), _ZERO)),
                 "realized_pnl_dollars": wire_dollars(sum((p.realized_pnl for p in group), _ZERO)),
-                "fees_paid_dollars": wire_dollars(_ZERO),
+                "fees_paid_dollars": wire_dollars(sum((p.fees_paid for p in group), _ZERO)),
             }
             for event, group in by_event.items()
         ]

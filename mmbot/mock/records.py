@@ -257,6 +257,8 @@ class FillRecord:
     #: When the fill starts to appear in ``GET /portfolio/fills`` (a fault can delay it).
     visible_at: datetime
     subaccount: int | None = None
+    #: The net fee charged for the fill (dollars), as ``fee_cost`` reports it.
+    fee: Decimal = _ZERO
 
     def wire(self) -> dict[str, Any]:
         """The ``Fill`` schema."""
@@ -275,7 +277,7 @@ class FillRecord:
             "yes_price_dollars": wire_dollars(self.yes_price),
             "no_price_dollars": wire_dollars(_ONE - self.yes_price),
             "is_taker": self.is_taker,
-            "fee_cost": wire_dollars(_ZERO),
+            "fee_cost": wire_dollars(self.fee),
             "created_time": wire_ts(self.created),
             "ts": int(self.created.timestamp()),
             "subaccount_number": self.subaccount or 0,
@@ -293,6 +295,8 @@ class PositionRecord:
     cost: Decimal = _ZERO
     total_traded: Decimal = _ZERO
     realized_pnl: Decimal = _ZERO
+    #: Fees of every fill in the market; the realised P&L does not include them.
+    fees_paid: Decimal = _ZERO
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     #: Set when the market settled: what the position paid out, and when.
     settled_time: datetime | None = None
@@ -307,7 +311,7 @@ class PositionRecord:
             "position_fp": wire_count(self.contracts),
             "market_exposure_dollars": wire_dollars(self.cost),
             "realized_pnl_dollars": wire_dollars(self.realized_pnl),
-            "fees_paid_dollars": wire_dollars(_ZERO),
+            "fees_paid_dollars": wire_dollars(self.fees_paid),
             "last_updated_ts": wire_ts(self.updated),
         }
 

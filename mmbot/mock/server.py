@@ -431,6 +431,8 @@ class MockExchange:
         # First thing on entry, before authentication: the benchmark's "request received".
         request[RECEIVED_NS] = time.perf_counter_ns()
         is_rest = request.path.startswith(REST_PREFIX + "/") or request.path == REST_PREFIX
+        if request.method != "GET" and not is_control_path(request.path):
+            self.stats.non_get_requests += 1
         if (
             not is_rest
             and is_control_path(request.path)

@@ -5,6 +5,11 @@
 up are left to the next reconciliation, which holds the reservation until the exchange's
 positions include them. An execution event that never comes is asked for over REST, less
 often each time.
+
+Each execution's fee is the sum of its fills' ``fee_cost``; when a fill does not report
+one, the whole execution is priced with :attr:`Executions.fee_model` instead. The fee is
+charged to the risk book and journalled with the execution, net of which the realised
+P&L is recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from mmbot.fees import FeeModel
 from mmbot.journal import Journal
 from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import (
@@ -75,6 +81,9 @@ class Executions:
         #: Asked for a reconciliation with the exchange when only its positions can settle
         #: an execution (its fills never showed).
         self.on_reconcile_needed: Callable[[str], None] | None = None
+        #: Prices the fee of an execution whose fills do not report theirs. Kalshi's
+        #: published schedule by default, which the ``fees`` settings default to as well.
+        self.fee_model = FeeModel()
 
     def _ours(self, creator_id: str | None) -> bool:
         """Whether an event names us as the quote's creator (always, before we know who)."""
@@ -98,7 +107,7 @@ class Executions:
 
     async def _book_execution(self, live: LiveQuote) -> None:
         """Look up the execution's fills (they may trail the event) and book them."""
-        filled: Decimal | None = None
+        filled: tuple[Decimal, Decimal | None] | None = None
         order_id = live.order_id
         for delay in timing._FILL_LOOKUP_DELAYS:
             if delay:
@@ -122,10 +131,15 @@ class Executions:
             if self.on_reconcile_needed is not None:
                 self.on_reconcile_needed("fills_missing")
             return
-        self._executed(live, order_id=order_id, filled=filled)
+        self._executed(live, order_id=order_id, filled=filled[0], fee=filled[1])
 
-    async def _filled(self, live: LiveQuote, order_id: str | None) -> Decimal | None:
-        """Contracts the exchange lists as filled under ``order_id``; None if none (yet)."""
+    async def _filled(
+        self, live: LiveQuote, order_id: str | None
+    ) -> tuple[Decimal, Decimal | None] | None:
+        """Contracts filled under ``order_id`` and their fee (None: not reported); None if none.
+
+        None as a whole when the exchange lists no fill (yet).
+        """
         fill = live.fill
         assert fill is not None
         if not order_id:
@@ -153,9 +167,13 @@ class Executions:
                     side=fill.side,
                     price=str(fill.price),
                 )
-        return sum((f.count_fp for f in mine), _ZERO)
+        fees = [f.fee_cost for f in mine]
+        reported = None if None in fees else sum((f for f in fees if f is not None), _ZERO)
+        return sum((f.count_fp for f in mine), _ZERO), reported
 
-    def _executed(self, live: LiveQuote, *, order_id: str | None, filled: Decimal) -> None:
+    def _executed(
+        self, live: LiveQuote, *, order_id: str | None, filled: Decimal, fee: Decimal | None
+    ) -> None:
         fill = live.fill
         assert fill is not None
         assert live.quote_id is not None
@@ -175,6 +193,11 @@ class Executions:
             # exchange reports at the next reconciliation.
             log.error("execution_without_reservation", quote_id=live.quote_id)
             applied = MakerFill(fill.side, fill.price, min(filled, fill.contracts))
+        if fee is None:
+            # We are the maker of every RFQ trade, and each execution is one fill of a
+            # fresh order: the model's single-fill fee is what the exchange charges.
+            fee = self.fee_model.fill_fee(applied.price, applied.contracts, maker=True)
+        self._risk.record_fee(fee)
         after = self._risk.positions().get(market)
         self._counters.executions += 1
         self._counters.contracts_traded += applied.contracts
@@ -188,11 +211,13 @@ class Executions:
             contracts=applied.contracts,
             order_id=order_id or "",
             detail={"confirmed": fill.contracts, "partial": True} if partial else None,
+            fee=fee,
         )
         self._journal.record_position_changed(
             market=market,
             contracts=after.contracts if after else _ZERO,
-            realized_pnl_change=(after.realized_pnl if after else _ZERO) - realized_before,
+            realized_pnl_change=(after.realized_pnl if after else _ZERO) - realized_before - fee,
+            fee=fee,
         )
         log.info(
             "quote_executed",
@@ -201,6 +226,7 @@ class Executions:
             side=applied.side,
             contracts=str(applied.contracts),
             confirmed=str(fill.contracts),
+            fee=str(fee),
         )
         try:
             live.strategy.on_fill(
@@ -260,7 +286,7 @@ class Executions:
             if self.on_reconcile_needed is not None:
                 self.on_reconcile_needed("fills_missing")
             return False
-        self._executed(live, order_id=order_id, filled=filled)
+        self._executed(live, order_id=order_id, filled=filled[0], fee=filled[1])
         return True
 
     def release_unbooked(self, live: LiveQuote) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from mmbot.config import QuotesSettings
+from mmbot.fees import FeeModel
 from mmbot.journal import Journal
 from mmbot.kalshi.models import Quote
 from mmbot.marketdata import MarketData
@@ -36,7 +37,7 @@ from mmbot.quoting.accept import Acceptances
 from mmbot.quoting.book import LiveQuote, QuoteBook, Withdrawal
 from mmbot.quoting.execution import Executions
 from mmbot.quoting.gateway import QuoteGateway
-from mmbot.quoting.respond import Responder
+from mmbot.quoting.respond import DecisionObserver, Responder, ShadowQuoteHook
 from mmbot.quoting.stats import Counters, LatencyObserver
 from mmbot.quoting.withdraw import Withdrawer
 from mmbot.risk import RiskBook
@@ -65,11 +66,17 @@ class QuoteManager:
         sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
         on_reconcile_needed: Callable[[str], None] | None = None,
         tasks: TaskSupervisor | None = None,
+        shadow: bool = False,
+        on_shadow_quote: ShadowQuoteHook | None = None,
+        observer: DecisionObserver | None = None,
+        fee_model: FeeModel | None = None,
     ) -> None:
         """Quote through ``rest`` on ``market_data``, as ``router`` and ``risk`` allow.
 
         Its handlers run as tasks of ``tasks``, the engine's supervisor (a private one if
-        None, as in unit tests).
+        None, as in unit tests). In ``shadow`` mode RFQs are priced and handed to
+        ``on_shadow_quote`` instead of quoted. ``observer`` (the research recorder) is told of
+        every RFQ and its pricing. ``fee_model`` prices a fill the exchange reports no fee for.
         """
         self._settings = settings
         self.counters = Counters()
@@ -96,6 +103,9 @@ class QuoteManager:
             arm_expiry=self._arm_expiry,
             clock=clock,
             latency=latency,
+            shadow=shadow,
+            on_shadow_quote=on_shadow_quote,
+            observer=observer,
         )
         self._accept = Acceptances(
             rest,
@@ -121,6 +131,8 @@ class QuoteManager:
             schedule_execution_check=self._schedule_execution_check,
             sleep=sleep,
         )
+        if fee_model is not None:
+            self._execution.fee_model = fee_model
         self.on_reconcile_needed = on_reconcile_needed
         # The flows' own methods, bound here rather than wrapped: an event (the hot path
         # from a WebSocket frame to a quote request) costs no extra call.

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -26,13 +26,40 @@ from mmbot.marketdata import MarketData, reference_mid
 from mmbot.quoting import timing
 from mmbot.quoting.book import LiveQuote, QuoteBook
 from mmbot.quoting.gateway import QuoteGateway
-from mmbot.quoting.pricing import Decline, expected_value, price_quote, sized
+from mmbot.quoting.pricing import Decline, Priced, expected_value, price_quote, sized
 from mmbot.quoting.stats import Counters, LatencyObserver, count_reason
 from mmbot.quoting.withdraw import Spawn, Withdrawer
 from mmbot.risk import RiskBook
-from mmbot.strategy import Strategy, StrategyRouter
+from mmbot.strategy import MarketView, Strategy, StrategyRouter
+from mmbot.strategy_failures import FAILING_STREAK, strategy_failure
 
-__all__ = ["Responder"]
+__all__ = ["DecisionObserver", "Responder", "ShadowQuoteHook"]
+
+#: Told, in shadow mode, of each quote a live run would have sent: the RFQ, the YES and NO
+#: bids exactly as priced, and the market as the strategy saw it.
+ShadowQuoteHook = Callable[[Rfq, Decimal, Decimal, MarketView], None]
+
+
+class DecisionObserver(Protocol):
+    """Told of every RFQ and of how it was priced (the research recorder is one).
+
+    Both calls are on the hot path: an observer keeps references and does its work
+    elsewhere.
+    """
+
+    def seen(self, rfq: Rfq) -> None:
+        """An RFQ arrived."""
+
+    def priced(
+        self,
+        rfq: Rfq,
+        strategy: str,
+        view: MarketView | None,
+        open_quotes: int,
+        result: Priced | Decline,
+    ) -> None:
+        """The strategy priced ``rfq`` on ``view``: the prices, or why there are none."""
+
 
 log = structlog.get_logger("mmbot.quoting")
 
@@ -40,8 +67,35 @@ _RECENT_RFQS = 10_000
 
 
 def _log_strategy_error(strategy: Strategy[Any], decline: Decline) -> None:
-    if decline.reason == "strategy_error":
+    """Log a strategy's failure: a traceback the first time at each place, loud when it persists."""
+    if decline.reason != "strategy_error":
+        return
+    failure = strategy_failure(strategy)
+    if failure is None:
         log.warning("strategy_error", strategy=strategy.name, error=decline.detail)
+        return
+    if failure.exception is not None:
+        # First failure at this place in the strategy's code: the traceback, once. Repeats
+        # log only file:line, so a strategy failing on every RFQ formats nothing per RFQ.
+        exception, failure.exception = failure.exception, None
+        log.warning(
+            "strategy_error",
+            strategy=strategy.name,
+            error=failure.error,
+            at=failure.site,
+            exc_info=exception,
+        )
+    else:
+        log.warning("strategy_error", strategy=strategy.name, error=failure.error, at=failure.site)
+    if failure.streak >= FAILING_STREAK and not failure.streak_reported:
+        failure.streak_reported = True
+        log.error(
+            "strategy_failing",
+            strategy=strategy.name,
+            failures=failure.streak,
+            last_error=failure.error,
+            at=failure.site,
+        )
 
 
 class Responder:
@@ -63,8 +117,11 @@ class Responder:
         arm_expiry: Callable[[LiveQuote], None],
         clock: Callable[[], float],
         latency: LatencyObserver | None,
+        shadow: bool = False,
+        on_shadow_quote: ShadowQuoteHook | None = None,
+        observer: DecisionObserver | None = None,
     ) -> None:
-        """Quote through ``rest``, tracking each quote in ``book``."""
+        """Quote through ``rest``, tracking each quote in ``book`` (``shadow``: price only)."""
         self._rest = rest
         self._market_data = market_data
         self._router = router
@@ -78,6 +135,9 @@ class Responder:
         self._arm_expiry = arm_expiry
         self._clock = clock
         self._latency = latency
+        self._shadow = shadow
+        self._on_shadow_quote = on_shadow_quote
+        self._observer = observer
         #: False once the daemon stops: no new quote, no requote.
         self.quoting = True
         # RFQs that went away while their quote was being created, and RFQs already handled.
@@ -112,6 +172,8 @@ class Responder:
             return  # a duplicate event, or an RFQ reconciliation already handled
         self._remember(self._seen_rfqs, rfq.id)
         self._counters.rfqs_seen += 1
+        if self._observer is not None:
+            self._observer.seen(rfq)
         # The rfq_seen row is written once the quote request is on its way (or as soon as
         # anything else about this RFQ is journaled, whichever comes first): building it
         # cost a seventh of the time from frame to request. Row order is unchanged.
@@ -151,18 +213,25 @@ class Responder:
         market = await self._market_data.ensure_fresh(rfq.market_ticker)
         if market is None:
             return self._skip(rfq, "unknown_market")
+        view = self._market_data.view(rfq.market_ticker, self._risk.position(rfq.market_ticker))
+        open_quotes = self._book.open_quotes
         priced = price_quote(
             rfq,
             strategy,
-            self._market_data.view(rfq.market_ticker, self._risk.position(rfq.market_ticker)),
+            view,
             self._risk,
-            open_quotes=self._book.open_quotes,
+            open_quotes=open_quotes,
             min_edge=self._settings.min_edge,
         )
+        if self._observer is not None:
+            self._observer.priced(rfq, strategy.name, view, open_quotes, priced)
         if isinstance(priced, Decline):
             _log_strategy_error(strategy, priced)
             return self._skip(rfq, priced.reason)
         yes, no, view, ttl = priced
+        if self._shadow:
+            # Priced exactly as live, then nothing sent: no book entry, no risk reserved.
+            return self._shadow_quote(rfq, yes, no, view)
         if rfq.id in self._deleted_rfqs or rfq.id in self._book.by_rfq:
             return None
         live = LiveQuote(
@@ -184,6 +253,19 @@ class Responder:
         if rfq.id in self._deleted_rfqs:
             # The RFQ went away while the quote was in flight.
             await self._withdrawer.delete(live, "rfq_deleted")
+
+    def _shadow_quote(self, rfq: Rfq, yes: Decimal, no: Decimal, view: MarketView) -> None:
+        """Count the quote a live run would have sent and hand it to the shadow hook."""
+        self._skip(rfq, "shadow", f"yes_bid={yes} no_bid={no}")
+        log.debug("shadow_quote", yes_bid=str(yes), no_bid=str(no), reference=str(view.mid))
+        hook = self._on_shadow_quote
+        if hook is None:
+            return
+        try:
+            hook(rfq, yes, no, view)
+        except Exception:
+            # A failing recorder must not stop the pricing it records.
+            log.exception("shadow_hook_failed")
 
     async def _event_of(self, rfq: Rfq) -> str:
         """The event ticker of an RFQ listed over REST (which carries none): its market's."""

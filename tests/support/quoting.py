@@ -520,6 +520,9 @@ class RecordingJournal:
     def realized_pnl_since(self, since: datetime) -> Decimal:
         return sum((row["realized_pnl_change"] for row in self.of("position_changed")), D(0))
 
+    def fees_since(self, since: datetime) -> Decimal:
+        return sum((row.get("fee") or D(0) for row in self.of("position_changed")), D(0))
+
     def runs(self) -> list[Any]:
         return []
 
