@@ -252,6 +252,10 @@ status_interval_seconds = 5
 """
     if ctx.options.daemon_event_loop is not None:
         text += f'event_loop = "{ctx.options.daemon_event_loop}"\n'
+    if ctx.options.daemon_recording:
+        # The research recording on, to measure what it costs the hot path.
+        recordings = ctx.work / f"recording-{tag}"
+        text += f'\n[recording]\nenabled = true\npath = "{recordings}"\n'
     path = ctx.work / f"daemon-{tag}.toml"
     path.write_text(text)
     return path

@@ -57,6 +57,8 @@ class BenchOptions:
     #: ``run.event_loop`` written into the daemon's config; None leaves the key out (its
     #: default applies).
     daemon_event_loop: str | None = None
+    #: Whether the daemon records its run for research (``recording.enabled``).
+    daemon_recording: bool = False
     #: ``--event-loop`` of the lean quoter.
     lean_event_loop: str = "auto"
 

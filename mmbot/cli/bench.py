@@ -73,6 +73,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run.event_loop in the daemon's config (default: not written, so auto)",
     )
     add(
+        "--daemon-recording",
+        action="store_true",
+        help="the daemon records its run for research (recording.enabled) while measured",
+    )
+    add(
         "--lean-event-loop",
         choices=get_args(EventLoopChoice),
         help="event loop of the lean quoter (auto)",
@@ -133,6 +138,7 @@ def _options(args: argparse.Namespace) -> object:
         "plot": args.plot,
         "log_dir": args.log_dir,
         "daemon_event_loop": args.daemon_event_loop,
+        "daemon_recording": args.daemon_recording,
         "lean_event_loop": args.lean_event_loop,
     }
     for name, value in mapping.items():

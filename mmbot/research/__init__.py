@@ -1,0 +1,1 @@
+"""Strategy research: recording, replay, fill models, sweep, report."""
