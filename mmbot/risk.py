@@ -216,6 +216,12 @@ class RiskBook:
         # The YES reference price per market, for marking positions and fills to market.
         # Sticky: a refresh without a price keeps the last one rather than forgetting it.
         self._marks: dict[str, Decimal] = {}
+        # Every check reads the total cost and the marked-to-market P&L of all positions;
+        # kept up to date as positions and marks change (exact Decimal sums), so a check
+        # costs the same with five markets held or five hundred.
+        self._costs = _ZERO
+        self._upnl: dict[str, Decimal] = {}
+        self._upnl_total = _ZERO
 
     # ------------------------------------------------------------------ checks
 
@@ -278,7 +284,7 @@ class RiskBook:
         _finite("contracts", contracts)
         _non_negative("cost", cost)
         previous = self._positions.get(market, _FLAT)
-        self._positions[market] = PositionState(contracts, cost, previous.realized_pnl)
+        self._store(market, PositionState(contracts, cost, previous.realized_pnl))
 
     def record_realized(self, amount: Decimal) -> None:
         """Add realised P&L learned elsewhere to today's total."""
@@ -315,7 +321,7 @@ class RiskBook:
         held = state.contracts
         payout = held * yes_value if held > 0 else -held * (_ONE - yes_value)
         realized = payout - state.cost
-        self._positions[market] = PositionState(_ZERO, _ZERO, state.realized_pnl + realized)
+        self._store(market, PositionState(_ZERO, _ZERO, state.realized_pnl + realized))
         self._roll_day()
         self._pnl_today += realized
         return realized
@@ -330,6 +336,8 @@ class RiskBook:
         if _non_negative("yes_price", yes_price) > _ONE:
             raise ValueError(f"yes_price must be <= 1, got {yes_price}")
         self._marks[market] = yes_price
+        if market in self._positions:
+            self._remark(market)
 
     # ------------------------------------------------------------------ views
 
@@ -367,11 +375,7 @@ class RiskBook:
 
     def unrealized_pnl(self) -> Decimal:
         """Every open position marked to market, less its cost."""
-        total = _ZERO
-        for market, state in self._positions.items():
-            if state.contracts or state.cost:
-                total += self._value(market, state.contracts) - state.cost
-        return total
+        return self._upnl_total
 
     def daily_pnl(self) -> Decimal:
         """Today's P&L as the daily loss limit reads it (see the module docstring)."""
@@ -507,7 +511,7 @@ class RiskBook:
         return self.realized_pnl_today() + self.unrealized_pnl() + self._pending_worst(without)
 
     def _exposure(self, *, without: str | None) -> Decimal:
-        committed = sum((p.cost for p in self._positions.values()), _ZERO)
+        committed = self._costs
         pending = sum(
             (r.fill.max_loss for r in self._reserved.values() if r.quote_id != without), _ZERO
         )
@@ -520,8 +524,8 @@ class RiskBook:
         held, cost = state.contracts, state.cost
         signed = _delta(fill)
         if held == 0 or (held > 0) == (signed > 0):
-            self._positions[market] = PositionState(
-                held + signed, cost + fill.max_loss, state.realized_pnl
+            self._store(
+                market, PositionState(held + signed, cost + fill.max_loss, state.realized_pnl)
             )
             return
         size = abs(held)
@@ -534,11 +538,25 @@ class RiskBook:
             released = _cost_share(cost, netted, size)
         realized = netted * (_ONE - fill.price) - released
         new_cost = fill.price * leftover if leftover > 0 else kept
-        self._positions[market] = PositionState(
-            held + signed, new_cost, state.realized_pnl + realized
-        )
+        self._store(market, PositionState(held + signed, new_cost, state.realized_pnl + realized))
         self._roll_day()
         self._pnl_today += realized
+
+    def _store(self, market: str, state: PositionState) -> None:
+        """Set ``market``'s position, keeping the totals every check reads in step."""
+        previous = self._positions.get(market, _FLAT)
+        self._positions[market] = state
+        self._costs += state.cost - previous.cost
+        self._remark(market)
+
+    def _remark(self, market: str) -> None:
+        """Bring ``market``'s share of the marked-to-market total up to date."""
+        state = self._positions.get(market, _FLAT)
+        new = self._value(market, state.contracts) - state.cost
+        old = self._upnl.get(market, _ZERO)
+        if new != old:
+            self._upnl[market] = new
+            self._upnl_total += new - old
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -75,6 +75,10 @@ from tests.support.strategies_hostile import (
 )
 from tests.support.streams import consuming, until
 
+# Hostile-input fuzzing (hypothesis over every parser and REST call): the chaos side of
+# the suite, run in full by CI and left out of the inner loop.
+pytestmark = pytest.mark.slow
+
 D = Decimal
 
 # Bounded, reproducible runs: the same examples on every CI run.

@@ -26,6 +26,10 @@ from mmbot.research.results import QuoteRow, ResultError, load_result
 from tests.support.env import clear_mmbot_env
 from tests.support.research import LABELS, MARKETS, write_result
 
+# Each test renders plots with matplotlib (a second or more each): CI runs them, the
+# inner loop leaves them out.
+pytestmark = pytest.mark.slow
+
 _PLOT = re.compile(r'data-plot="(\w+)">\s*<img[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -45,7 +45,7 @@ from mmbot.daemon import risk_limits
 from mmbot.fees import FeeModel
 from mmbot.kalshi.models import MakerFill, MveLeg, PriceRange, Rfq
 from mmbot.quoting.pricing import Decline, contracts_for, price_quote, sized
-from mmbot.research.recording import Recording
+from mmbot.research.recording import Recording, collector_paused
 from mmbot.risk import RiskBook
 from mmbot.strategy import FillInfo, MarketView, StrategyRouter
 
@@ -127,18 +127,50 @@ class LabelResult:
 
 def flow_of(recording: Recording) -> Flow:
     """Read a recording's rows into the replay's form (once, for every strategy)."""
+    with collector_paused():
+        return _flow_of(recording)
+
+
+def _flow_of(recording: Recording) -> Flow:
     table = recording.rfqs
-    col = {name: table.column(name).to_pylist() for name in _COLUMNS if name in table.column_names}
+    col = {name: table.column(name).to_pylist() for name in _COLUMNS}
     horizons = recording.horizons
-    mid_cols = [table.column(f"mid_{h}s").to_pylist() for h in horizons]
+    # One tuple of horizon mids per row, built by zip in C rather than per row in Python.
+    mids_by_row = list(zip(*(table.column(f"mid_{h}s").to_pylist() for h in horizons), strict=True))
     fair = table.column("fair_value").to_pylist() if recording.has_fair_value else None
     grids: dict[str, tuple[PriceRange, ...]] = {}
     rows: list[_Recorded] = []
     template = Rfq.model_validate({"id": "", "market_ticker": ""})
-    for i in range(table.num_rows):
-        market = col["market"][i]
-        event = col["event"][i]
-        grid_text = col["price_grid"][i]
+    fairs = fair if fair is not None else [None] * table.num_rows
+    columns = [col[name] for name in _COLUMNS]
+    for values, mids, fair_value in zip(
+        zip(*columns, strict=True), mids_by_row, fairs, strict=True
+    ):
+        (
+            ts,
+            rfq_id,
+            market,
+            event,
+            creator_id,
+            contracts,
+            target_cost,
+            legs,
+            view_yes_bid,
+            view_yes_ask,
+            view_last,
+            view_age_s,
+            view_stale,
+            view_hvm,
+            grid_text,
+            decision,
+            closed_ts,
+            accepted_ts,
+            accepted_side,
+            accepted_price,
+            accepted_contracts,
+            confirm,
+            executed,
+        ) = values
         view: MarketView | None = None
         if grid_text is not None:
             grid = grids.get(grid_text)
@@ -151,45 +183,45 @@ def flow_of(recording: Recording) -> Flow:
             view = MarketView(
                 ticker=market,
                 event_ticker=event or "",
-                yes_bid=_norm(col["view_yes_bid"][i]),
-                yes_ask=_norm(col["view_yes_ask"][i]),
-                last_price=_norm(col["view_last"][i]),
+                yes_bid=_norm(view_yes_bid),
+                yes_ask=_norm(view_yes_ask),
+                last_price=_norm(view_last),
                 price_ranges=grid,
-                hvm=bool(col["view_hvm"][i]),
-                age_seconds=col["view_age_s"][i] or 0.0,
-                stale=bool(col["view_stale"][i]),
+                hvm=bool(view_hvm),
+                age_seconds=view_age_s or 0.0,
+                stale=bool(view_stale),
             )
         # A copy of a template skips validation and defaults: the recording holds what the
         # daemon already validated, and model_construct costs six times as much.
         rfq = template.model_copy(
             update={
-                "id": col["rfq_id"][i],
-                "creator_id": col["creator_id"][i] or "",
+                "id": rfq_id,
+                "creator_id": creator_id or "",
                 "market_ticker": market,
                 "event_ticker": event,
-                "contracts_fp": _norm(col["contracts"][i]),
-                "target_cost_dollars": _norm(col["target_cost"][i]),
-                "mve_selected_legs": _legs(col["legs"][i]),
+                "contracts_fp": _norm(contracts),
+                "target_cost_dollars": _norm(target_cost),
+                "mve_selected_legs": _legs(legs),
             }
         )
         rows.append(
             _Recorded(
-                ts=col["ts"][i],
+                ts=ts,
                 rfq=rfq,
                 market=market,
                 event=event,
                 view=view,
                 mid=view.mid if view is not None else None,
-                recorded_decision=col["decision"][i],
-                recorded_closed=col["closed_ts"][i],
-                accepted_ts=col["accepted_ts"][i],
-                accepted_side=col["accepted_side"][i],
-                accepted_price=_norm(col["accepted_price"][i]),
-                accepted_contracts=_norm(col["accepted_contracts"][i]),
-                confirm=col["confirm"][i],
-                executed=_norm(col["executed_contracts"][i]),
-                mids=tuple(_norm(c[i]) for c in mid_cols),
-                fair=_norm(fair[i]) if fair is not None else None,
+                recorded_decision=decision,
+                recorded_closed=closed_ts,
+                accepted_ts=accepted_ts,
+                accepted_side=accepted_side,
+                accepted_price=_norm(accepted_price),
+                accepted_contracts=_norm(accepted_contracts),
+                confirm=confirm,
+                executed=_norm(executed),
+                mids=mids,
+                fair=fair_value,
             )
         )
     settle = recording.settlements

@@ -12,6 +12,7 @@ its values: ``name=start:stop:step`` (stop included) or ``name=a,b,c``.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import os
@@ -220,6 +221,9 @@ def run_jobs(
         for old in rows_dir.glob("part-*.parquet"):
             old.unlink()
     _FLOW, _SETTINGS, _MODEL, _OUT, _ROUTES = flow, settings, model, out, config_routes
+    # The recording's rows out of the cyclic collector's sight while replays run: it would
+    # otherwise scan them again and again, and in forked workers touch (so copy) their pages.
+    gc.freeze()
     try:
         tasks = list(enumerate(jobs))
         workers = min(len(tasks), processes or os.cpu_count() or 1)
@@ -231,6 +235,7 @@ def run_jobs(
             with context.Pool(workers) as pool:
                 results = pool.map(_work, tasks, chunksize=1)
     finally:
+        gc.unfreeze()
         _FLOW = _SETTINGS = _MODEL = _OUT = _ROUTES = None
     document: dict[str, Any] = {
         "format": RESULT_FORMAT,
