@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from mmbot.buildinfo import version_line
-from mmbot.cli.run import kill_switch_problem
+from mmbot.cli.run import kill_switch_problem, recording_problem
 from mmbot.clients import build_signer
 from mmbot.config import (
     ConfigError,
@@ -286,7 +286,11 @@ def _extra_checks(settings: Settings, sources: Mapping[str, str] | None = None) 
     known = sources or {}
     problems.extend(
         str(problem)
-        for problem in (_journal_problem(settings, known), kill_switch_problem(settings, known))
+        for problem in (
+            _journal_problem(settings, known),
+            kill_switch_problem(settings, known),
+            recording_problem(settings, known),
+        )
         if problem is not None
     )
     kalshi = settings.kalshi

@@ -153,6 +153,32 @@ def kill_switch_problem(settings: Settings, sources: Mapping[str, str]) -> Confi
     )
 
 
+def recording_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
+    """A research recording directory that cannot be created or written, or None."""
+    recording = settings.recording
+    if not recording.enabled:
+        return None
+    path = recording.path
+    # The nearest existing ancestor decides: the recorder creates what is missing below it.
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    why = (
+        f"{existing} is not a directory"
+        if not existing.is_dir()
+        else f"{existing} is not writable by this user"
+    )
+    return ConfigProblem(
+        keys=("recording.path",),
+        expected="a directory that exists or can be created, writable",
+        got=repr(str(path)),
+        note=why,
+        sources=(sources.get("recording.path"),),
+    )
+
+
 def _bind_run_fields(run_id: str | None = None) -> str:
     """Put ``run_id`` (a new one if None), version and pid on every later log line; the id."""
     # The journal's own format (UTC start time, then random), so log lines and journal rows
@@ -412,9 +438,16 @@ async def run_daemon(
         router = build_router(settings, dry_run=dry_run)
         # A kill switch that cannot be engaged is found before the first quote, not when
         # an operator reaches for it: fail closed.
-        unusable = kill_switch_problem(settings, sources or {})
-        if unusable is not None:
-            raise ConfigError([unusable])
+        unusable = [
+            problem
+            for problem in (
+                kill_switch_problem(settings, sources or {}),
+                recording_problem(settings, sources or {}),
+            )
+            if problem is not None
+        ]
+        if unusable:
+            raise ConfigError(unusable)
     except ConfigError as exc:
         _complain("error: invalid configuration")
         for problem in exc.problems:

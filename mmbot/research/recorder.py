@@ -106,6 +106,8 @@ class _Pending:
     ttl: float | None = None
     quote_id: str | None = None
     requotes: int = 0
+    #: Every quote id of this RFQ (the first and its replacements), forgotten with the row.
+    quote_ids: list[str] = field(default_factory=list)
     accepted_ts: datetime | None = None
     accepted_side: str | None = None
     accepted_price: Decimal | None = None
@@ -411,10 +413,12 @@ class Recorder:
             pending.quote_id = row.quote_id
             if row.quote_id:
                 self._by_quote[row.quote_id] = pending.rfq.id
+                pending.quote_ids.append(row.quote_id)
         elif kind == "quote_replaced":
             pending.requotes += 1
             if row.quote_id:
                 self._by_quote[row.quote_id] = pending.rfq.id
+                pending.quote_ids.append(row.quote_id)
         elif kind == "quote_failed":
             pending.decision, pending.reason = "failed", row.reason
         elif kind == "accept_received":
@@ -479,6 +483,8 @@ class Recorder:
             self._write(table, final=True)
 
     def _write_rfq(self, pending: _Pending) -> None:
+        for quote_id in pending.quote_ids:
+            self._by_quote.pop(quote_id, None)
         self._tables[schema.RFQS].rows.append(self._row(pending))
 
     def _row(self, p: _Pending) -> dict[str, Any]:
