@@ -120,7 +120,7 @@ async def test_a_quoted_rfq_is_recorded_with_its_view_decision_outcome_and_marko
             side="no",
             price="0.55",
             contracts="60",
-            detail='{"fee": "0.42"}',
+            amount="0.42",
         ),
     ):
         recorder.on_row(row)

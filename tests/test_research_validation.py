@@ -73,6 +73,11 @@ async def test_replaying_a_recorded_dry_run_reproduces_its_fills_and_realised_pn
     recording = load_recording([recordings])
     assert recording.has_fair_value
     assert recording.rfqs.num_rows == run.rfqs_seen
+    # The recording holds what the journal booked: every execution and its fee.
+    executed = [c for c in recording.rfqs.column("executed_contracts").to_pylist() if c]
+    assert len(executed) == run.executions
+    fees = [f for f in recording.rfqs.column("fee").to_pylist() if f is not None]
+    assert sum(fees, Decimal(0)) == run.fees
     flow = flow_of(recording)
     router = runcli.build_router(settings, dry_run=True)
     result = replay(flow, "fixed_spread", router, settings, FillModel("recorded"))

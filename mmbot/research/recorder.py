@@ -435,9 +435,10 @@ class Recorder:
             contracts = _dec(row.contracts) or Decimal(0)
             pending.executed_contracts = (pending.executed_contracts or Decimal(0)) + contracts
             pending.executed_price = _dec(row.price)
-            fee = _detail(row).get("fee")
+            # The journal keeps an execution's fee in its amount column.
+            fee = _dec(row.amount)
             if fee is not None:
-                pending.fee = (pending.fee or Decimal(0)) + Decimal(str(fee))
+                pending.fee = (pending.fee or Decimal(0)) + fee
             pending.closed_ts = pending.closed_ts or _parse_ts(row.ts)
             pending.close_reason = pending.close_reason or "executed"
         elif kind == "quote_deleted" and pending.closed_ts is None:
