@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from mmbot.cli.run import shadow_records
+from mmbot.config import Settings
 from mmbot.journal.schema import Row
 from mmbot.kalshi.models import Market
 from mmbot.quoting.pricing import Decline
@@ -252,3 +254,13 @@ def test_the_recorder_never_blocks_the_loop_on_its_writes(tmp_path: Path) -> Non
     assert not list((tmp_path / "rec").glob("rfqs-*"))
     asyncio.run(recorder.close())
     assert recorder.stats.rows == 1000
+
+
+def test_a_shadow_run_records_unless_recording_was_turned_off_outright() -> None:
+    shadow = Settings(run={"shadow": True})
+    assert shadow_records(shadow, {}).recording.enabled
+    # Set to false by the operator (file, environment or flag): respected.
+    off = Settings(run={"shadow": True}, recording={"enabled": False})
+    assert not shadow_records(off, {"recording.enabled": "config file"}).recording.enabled
+    # Not a shadow run: recording stays as configured.
+    assert not shadow_records(Settings(), {}).recording.enabled

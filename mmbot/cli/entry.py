@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from mmbot.buildinfo import version_line
-from mmbot.cli.run import kill_switch_problem, recording_problem
+from mmbot.cli.run import kill_switch_problem, recording_problem, shadow_records
 from mmbot.clients import build_signer
 from mmbot.config import (
     ConfigError,
@@ -289,7 +289,7 @@ def _extra_checks(settings: Settings, sources: Mapping[str, str] | None = None) 
         for problem in (
             _journal_problem(settings, known),
             kill_switch_problem(settings, known),
-            recording_problem(settings, known),
+            recording_problem(shadow_records(settings, known), known),
         )
         if problem is not None
     )

@@ -153,6 +153,21 @@ def kill_switch_problem(settings: Settings, sources: Mapping[str, str]) -> Confi
     )
 
 
+def shadow_records(settings: Settings, sources: Mapping[str, str]) -> Settings:
+    """The settings with recording on in shadow mode, unless recording.enabled was set.
+
+    A shadow run exists to record what it would have quoted and how that marked out; one
+    that records nothing leaves only journal rows. Set ``recording.enabled = false`` to
+    shadow without recording.
+    """
+    if not settings.run.shadow or settings.recording.enabled:
+        return settings
+    if sources.get("recording.enabled", "default") != "default":
+        return settings
+    recording = settings.recording.model_copy(update={"enabled": True})
+    return settings.model_copy(update={"recording": recording})
+
+
 def recording_problem(settings: Settings, sources: Mapping[str, str]) -> ConfigProblem | None:
     """A research recording directory that cannot be created or written, or None."""
     recording = settings.recording
@@ -432,6 +447,7 @@ async def run_daemon(
     log line.
     """
     run_id = _bind_run_fields(run_id)
+    settings = shadow_records(settings, sources or {})
     stream_out = out if out is not None else sys.stdout
     stop = stop or asyncio.Event()
     try:

@@ -257,6 +257,8 @@ def settings_data(venue: Venue, journal: Path, extra: Mapping[str, Any]) -> dict
             "ws_reconnect_max_seconds": 0.2,
         },
         "journal": {"path": str(journal)},
+        # Beside the journal, never the working directory (shadow runs record by default).
+        "recording": {"path": str(journal.parent / "recordings")},
         "quotes": {"ttl_seconds": 60, "min_edge": "0.01"},
         "risk": {},
         "strategies": {"routes": [{"match": ["MOCK-*"], "strategy": FLAT}]},
