@@ -666,6 +666,7 @@ histories = st.lists(
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+@pytest.mark.slow
 @given(runs=histories, cutoff_hours=st.integers(0, 7 * 24), by_size=st.booleans())
 def test_no_archive_loses_a_row_or_changes_what_the_daemon_rebuilds(
     tmp_path_factory: pytest.TempPathFactory,

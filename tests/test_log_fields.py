@@ -212,6 +212,7 @@ async def test_with_console_logs_status_and_summary_stay_human_lines(
     assert "Quotes created" in text
 
 
+@pytest.mark.slow
 async def test_a_kill_switch_file_is_a_warning_an_unreadable_one_an_error(
     venue: Venue, daemons: Daemons, json_logs: io.StringIO, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 from mmbot.cli.run import shadow_records
 from mmbot.config import Settings
@@ -223,6 +224,7 @@ async def test_a_recording_that_cannot_be_written_is_counted_and_trading_goes_on
     assert recorder.stats.errors == 1
 
 
+@pytest.mark.slow
 def test_a_recording_path_that_cannot_be_a_directory_stops_check_config_and_run(
     tmp_path: Path,
 ) -> None:

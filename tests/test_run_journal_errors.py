@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mmbot.journal import SCHEMA_VERSION, Journal
 from tests.support.env import subprocess_env
 
@@ -58,6 +60,7 @@ def test_a_journal_path_that_is_a_directory_is_one_error_line(tmp_path: Path) ->
     assert "is a directory" in line
 
 
+@pytest.mark.slow
 def test_a_second_daemon_on_a_journal_in_use_is_one_error_line(tmp_path: Path) -> None:
     journal = tmp_path / "journal.sqlite"
     running = Journal(journal)
