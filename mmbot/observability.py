@@ -132,6 +132,9 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_rate_limit_waiters": "gauge",
     "mmbot_tasks_in_flight": "gauge",
     "mmbot_log_records_dropped_total": "counter",
+    "mmbot_recording_enabled": "gauge",
+    "mmbot_recording_rows_total": "counter",
+    "mmbot_recording_rows_dropped_total": "counter",
 }
 
 
@@ -355,6 +358,8 @@ class Metrics:
             "confirm_declined": (self.quotes_declined, self._reasons["declined"]),
             "reconciled": (self.reconciliations, self._reasons["trigger"]),
         }
+        #: The research recorder's counts, while a run records.
+        self.recording: RecordingStats | None = None
         reg.register(_StateCollector(self))
 
     # ------------------------------------------------------------------ sources
@@ -362,6 +367,10 @@ class Metrics:
     def bind(self, source: Monitored | None) -> None:
         """Read state and readiness from ``source`` (the engine) from now on."""
         self._source = source
+
+    def bind_recording(self, stats: RecordingStats | None) -> None:
+        """Read the research recorder's counts from ``stats`` from now on (None: not recording)."""
+        self.recording = stats
 
     @property
     def source(self) -> Monitored | None:
@@ -411,6 +420,28 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
+class RecordingStats(Protocol):
+    """What the research recorder counts (:class:`mmbot.research.recorder.RecorderStats`)."""
+
+    rows: int
+    dropped: int
+
+
+def _recording_families(stats: RecordingStats | None, *, described: bool = False) -> list[Metric]:
+    """The research recorder's families: zero (and disabled) while a run does not record."""
+    enabled = GaugeMetricFamily("mmbot_recording_enabled", "1 while this run records for research")
+    rows = CounterMetricFamily("mmbot_recording_rows", "RFQ rows written to the research recording")
+    dropped = CounterMetricFamily(
+        "mmbot_recording_rows_dropped",
+        "RFQ rows the research recording could not write (logged as recording_write_failed)",
+    )
+    if not described:
+        enabled.add_metric([], 1.0 if stats is not None else 0.0)
+        rows.add_metric([], stats.rows if stats is not None else 0)
+        dropped.add_metric([], stats.dropped if stats is not None else 0)
+    return [enabled, rows, dropped]
+
+
 class _StateCollector(Collector):
     """Families read from the daemon at scrape time."""
 
@@ -419,11 +450,12 @@ class _StateCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         # Declared without values, so the registry knows the names without a scrape.
-        return list(self._families(None))
+        return [*self._families(None), *_recording_families(None, described=True)]
 
     def collect(self) -> Iterable[Metric]:
         source = self._metrics.source
-        return list(self._families(source.state() if source is not None else State()))
+        state = source.state() if source is not None else State()
+        return [*self._families(state), *_recording_families(self._metrics.recording)]
 
     @staticmethod
     def _families(state: State | None) -> Iterator[Metric]:

@@ -56,6 +56,7 @@ ALERT_SEVERITY = {
     "MmbotRfqToQuoteSlow": "warn",
     "MmbotRestarting": "warn",
     "MmbotKillSwitchOn": "info",
+    "MmbotRecordingDropping": "warn",
 }
 
 #: The metrics each alert must be built on, so a rule cannot silently watch something else.
@@ -84,6 +85,7 @@ ALERT_METRICS = {
     },
     "MmbotRestarting": {"process_start_time_seconds"},
     "MmbotKillSwitchOn": {"mmbot_kill_switch"},
+    "MmbotRecordingDropping": {"mmbot_recording_rows_dropped_total"},
 }
 
 #: Every rule's runbook_url: the operator's base address (the external label runbook_base,

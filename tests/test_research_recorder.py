@@ -21,9 +21,10 @@ from mmbot.cli.run import shadow_records
 from mmbot.config import Settings
 from mmbot.journal.schema import Row
 from mmbot.kalshi.models import Market
+from mmbot.observability import Metrics
 from mmbot.quoting.pricing import Decline
 from mmbot.research import schema
-from mmbot.research.recorder import Recorder
+from mmbot.research.recorder import Recorder, RecorderStats
 from tests.support.env import subprocess_env
 from tests.support.factories import kalshi_market, market_view, rfq
 
@@ -266,3 +267,15 @@ def test_a_shadow_run_records_unless_recording_was_turned_off_outright() -> None
     assert not shadow_records(off, {"recording.enabled": "config file"}).recording.enabled
     # Not a shadow run: recording stays as configured.
     assert not shadow_records(Settings(), {}).recording.enabled
+
+
+def test_the_recording_counts_are_exported_while_a_run_records() -> None:
+    metrics = Metrics()
+    text = metrics.render()[0].decode()
+    assert "mmbot_recording_enabled 0.0" in text
+    stats = RecorderStats(rows=12, dropped=3)
+    metrics.bind_recording(stats)
+    text = metrics.render()[0].decode()
+    assert "mmbot_recording_enabled 1.0" in text
+    assert "mmbot_recording_rows_total 12.0" in text
+    assert "mmbot_recording_rows_dropped_total 3.0" in text

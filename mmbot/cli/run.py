@@ -406,10 +406,13 @@ def _recorder(
     )
 
 
-async def _run_recorded(engine: Engine, recorder: Recorder, stop: asyncio.Event) -> int:
+async def _run_recorded(
+    engine: Engine, recorder: Recorder, stop: asyncio.Event, metrics: Metrics
+) -> int:
     """Run the engine with ``recorder`` sampling markouts beside it; close it after."""
     recorder.attach(engine.market_data)
     recorder.start()
+    metrics.bind_recording(recorder.stats)
     sampler = asyncio.create_task(recorder.run(), name="recording")
     try:
         return await engine.run(stop)
@@ -552,7 +555,7 @@ async def run_daemon(
                     if recorder is None:
                         code = await engine.run(stop)
                     else:
-                        code = await _run_recorded(engine, recorder, stop)
+                        code = await _run_recorded(engine, recorder, stop, metrics)
                         announce(
                             "recording_kept",
                             f"mmbot: recording in {recorder.directory} "
