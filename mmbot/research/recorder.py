@@ -120,6 +120,7 @@ class _Pending:
     closed_ts: datetime | None = None
     close_reason: str | None = None
     done_at: float | None = None  # writer-thread monotonic time when the last mid came in
+    created_at: float = field(default_factory=time.monotonic)  # writer-thread time, too
 
 
 @dataclass
@@ -224,7 +225,12 @@ class Recorder:
         """Sample markout mids as they fall due and hand batches to the writer thread."""
         while True:
             await asyncio.sleep(self._tick)
-            await self._sample()
+            try:
+                await self._sample()
+            except Exception:
+                # Research data must not take the daemon down; this tick's mids are lost.
+                self.stats.errors += 1
+                log.exception("recording_sample_failed")
             self._flush()
 
     async def close(self) -> None:
@@ -461,16 +467,25 @@ class Recorder:
 
     def _emit_ready(self) -> None:
         now = time.monotonic()
-        ready = [
-            rfq_id
-            for rfq_id, pending in self._pending.items()
-            if pending.done_at is not None
-            and (
+        # A row whose mids never all came (a failed sample) is written anyway once its last
+        # horizon and the grace are past: missing mids stay empty, memory stays bounded.
+        overdue = self._max_horizon + 2 * _OUTCOME_GRACE_SECONDS
+        # Rows are kept in arrival order and none is complete before its last horizon, so
+        # the scan stops at the first row younger than that (a few seconds' slack for the
+        # batches' delay) instead of walking every pending row five times a second.
+        youngest = self._max_horizon - 5.0
+        ready: list[str] = []
+        for rfq_id, pending in self._pending.items():
+            age = now - pending.created_at
+            if age < youngest:
+                break
+            complete = pending.done_at is not None and (
                 pending.quote_id is None
                 or pending.closed_ts is not None
                 or now - pending.done_at >= _OUTCOME_GRACE_SECONDS
             )
-        ]
+            if complete or age >= overdue:
+                ready.append(rfq_id)
         for rfq_id in ready:
             self._write_rfq(self._pending.pop(rfq_id))
         for table in self._tables.values():
