@@ -889,6 +889,7 @@ async def test_execution_commits_the_fill(h: Harness) -> None:
     [position] = h.journal.of("position_changed")
     assert (position["market"], position["contracts"]) == ("M-1", D(-4))
     assert (position["realized_pnl_change"], position["fee"]) == (D("-0.02"), D("0.02"))
+    assert position.get("quote_id") == quote_id  # the fill it came from
     assert fills == [FillInfo(quote_id, rfq_id, "M-1", "no", D("0.48"), D(4))]
     assert h.qm.counters.executions == 1
     assert h.qm.counters.contracts_traded == 4

@@ -218,6 +218,7 @@ class Executions:
             contracts=after.contracts if after else _ZERO,
             realized_pnl_change=(after.realized_pnl if after else _ZERO) - realized_before - fee,
             fee=fee,
+            quote_id=live.quote_id,
         )
         log.info(
             "quote_executed",
