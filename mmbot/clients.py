@@ -6,16 +6,24 @@ import os
 import stat
 from pathlib import Path
 
-from mmbot.config import ConfigError, ConfigProblem, KalshiSettings, QuotesSettings
+from mmbot.config import (
+    ConfigError,
+    ConfigProblem,
+    KalshiSettings,
+    QuotesSettings,
+    environment_of,
+)
 from mmbot.kalshi.auth import KeyLoadError, Signer
 from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.logs import get_logger
 
 __all__ = [
+    "auth_refused_message",
     "build_communications_stream",
     "build_rest_client",
     "build_signer",
+    "describe_exchange",
     "warn_if_key_file_is_exposed",
 ]
 
@@ -27,6 +35,31 @@ _MAX_QUEUED_DEFAULT = QuotesSettings().max_queued
 
 # Permission bits that let anyone but the owner read (or replace) the key file.
 _EXPOSING_BITS = stat.S_IRWXG | stat.S_IRWXO
+
+
+def describe_exchange(kalshi: KalshiSettings) -> str:
+    """Which exchange the settings point at: ``Kalshi demo (URL)``, or the URL alone."""
+    environment = environment_of(kalshi.rest_url)
+    if environment == "custom":
+        return kalshi.rest_url
+    return f"Kalshi {environment} ({kalshi.rest_url})"
+
+
+def auth_refused_message(exc: Exception, kalshi: KalshiSettings) -> str:
+    """The one line for a refused signature, naming the environment that refused it."""
+    message = (
+        f"authentication refused ({exc}); check kalshi.key_id, the private key and the system clock"
+    )
+    environment = environment_of(kalshi.rest_url)
+    if environment == "custom":
+        return message
+    # Kalshi's keys work in one environment only, and nothing in a key says which.
+    other = "production" if environment == "demo" else "demo"
+    return (
+        f"{message}. This is Kalshi's {environment} environment ({kalshi.rest_url}): "
+        f"a {other} key is refused here (if the key is one, set kalshi.environment = "
+        f'"{other}")'
+    )
 
 
 def warn_if_key_file_is_exposed(path: Path) -> bool:

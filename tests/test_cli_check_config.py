@@ -79,7 +79,7 @@ def test_check_config_prints_redacted_config(
     assert '"<redacted>"' in key_id_line
     assert key_id_line.endswith("# environment variable MMBOT_KALSHI__KEY_ID")
     rest_line = next(line for line in lines if line.startswith("rest_url = "))
-    assert '"https://api.elections.kalshi.com/trade-api/v2"' in rest_line
+    assert '"https://external-api.kalshi.com/trade-api/v2"' in rest_line
     assert rest_line.endswith("# default")
     path_line = next(line for line in lines if line.startswith("private_key_path = "))
     assert str(key_file) in path_line

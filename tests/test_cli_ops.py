@@ -61,7 +61,10 @@ async def test_whoami(server: Scripting, capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "comm-42" in out
     assert await run_cli("whoami", "--json") == 0
-    assert '"communications_id":"comm-42"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"communications_id":"comm-42"' in out
+    # A local server is no Kalshi environment.
+    assert '"environment":"custom"' in out
     assert all(r.auth_ok for r in server.requests)
 
 

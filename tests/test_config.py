@@ -66,8 +66,9 @@ def test_defaults() -> None:
     assert k.key_id is None
     assert k.private_key is None
     assert k.private_key_path is None
-    assert k.rest_url == DEFAULT_REST_URL == "https://api.elections.kalshi.com/trade-api/v2"
-    assert k.ws_url == DEFAULT_WS_URL == "wss://api.elections.kalshi.com/trade-api/ws/v2"
+    assert k.environment == "production"
+    assert k.rest_url == DEFAULT_REST_URL == "https://external-api.kalshi.com/trade-api/v2"
+    assert k.ws_url == DEFAULT_WS_URL == "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
     assert (k.read_tokens_per_second, k.read_bucket_capacity) == (200, 400)
     assert (k.write_tokens_per_second, k.write_bucket_capacity) == (100, 100)
     assert k.request_timeout_seconds == 10

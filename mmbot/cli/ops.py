@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from mmbot.clients import build_rest_client, build_signer
-from mmbot.config import ConfigError, Settings
+from mmbot.clients import auth_refused_message, build_rest_client, build_signer
+from mmbot.config import ConfigError, Settings, environment_of
 from mmbot.kalshi.errors import AuthError, KalshiError, NotFoundError, TransportError
 from mmbot.kalshi.models import Quote, Rfq
 from mmbot.kalshi.rest import KalshiRestClient
@@ -85,10 +85,7 @@ def _runner(command: Command) -> Callable[[argparse.Namespace, Settings], Awaita
             async with build_rest_client(settings.kalshi, signer) as client:
                 return await command(args, client)
         except AuthError as exc:
-            _fail(
-                f"authentication refused ({exc}); check kalshi.key_id, the private key "
-                "and the system clock"
-            )
+            _fail(auth_refused_message(exc, settings.kalshi))
         except TransportError as exc:
             _fail(f"cannot reach {settings.kalshi.rest_url}: {exc.message}")
         except KalshiError as exc:
@@ -141,10 +138,18 @@ def _text(value: object) -> str:
 
 async def _whoami(args: argparse.Namespace, client: KalshiRestClient) -> int:
     comm_id = await client.get_communications_id()
+    environment = environment_of(client.base_url)
     if args.json:
-        _print_json({"communications_id": comm_id, "rest_url": client.base_url}, sys.stdout)
+        _print_json(
+            {"communications_id": comm_id, "environment": environment, "rest_url": client.base_url},
+            sys.stdout,
+        )
     else:
-        _print_table(["communications_id", "rest_url"], [[comm_id, client.base_url]], sys.stdout)
+        _print_table(
+            ["communications_id", "environment", "rest_url"],
+            [[comm_id, environment, client.base_url]],
+            sys.stdout,
+        )
     return 0
 
 

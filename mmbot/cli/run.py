@@ -36,7 +36,13 @@ from pydantic import BaseModel
 from mmbot import __version__, eventloop
 from mmbot.buildinfo import build_commit
 from mmbot.cli.argtypes import positive_seconds
-from mmbot.clients import build_communications_stream, build_rest_client, build_signer
+from mmbot.clients import (
+    auth_refused_message,
+    build_communications_stream,
+    build_rest_client,
+    build_signer,
+    describe_exchange,
+)
 from mmbot.config import (
     REDACTED,
     ConfigError,
@@ -342,7 +348,8 @@ async def _target(
 ) -> AsyncIterator[_Target]:
     """The exchange to trade on: the configured one, or a mock started for a dry-run."""
     if not dry_run:
-        yield _Target(settings, build_signer(settings.kalshi), settings.journal.path, "live")
+        label = f"live on {describe_exchange(settings.kalshi)}"
+        yield _Target(settings, build_signer(settings.kalshi), settings.journal.path, label)
         return
     # Imported here: the live daemon never needs the mock (or aiohttp) loaded.
     from mmbot.mock.server import MockConfig, MockExchange
@@ -610,10 +617,7 @@ async def run_daemon(
             _complain(f"  {problem}")
         return 1
     except AuthError as exc:
-        _complain(
-            f"error: authentication refused ({exc}); check kalshi.key_id, the private key "
-            "and the system clock"
-        )
+        _complain(f"error: {auth_refused_message(exc, settings.kalshi)}")
         return 1
     except KalshiError as exc:
         # Start-up needs the exchange (identity, markets, reconciliation): say why it failed.

@@ -21,6 +21,7 @@ from mmbot.config.models import (
     DEFAULT_WS_URL,
     ENV_NESTED_DELIMITER,
     ENV_PREFIX,
+    ENVIRONMENT_URLS,
     NON_SETTING_ENV_VARS,
     DryRunSettings,
     JournalSettings,
@@ -37,6 +38,7 @@ from mmbot.config.models import (
     Settings,
     ShutdownSettings,
     StrategiesSettings,
+    environment_of,
 )
 from mmbot.config.problems import REDACTED, ConfigError, ConfigProblem
 
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_REQUEST_COST",
     "DEFAULT_REST_URL",
     "DEFAULT_WS_URL",
+    "ENVIRONMENT_URLS",
     "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
     "NON_SETTING_ENV_VARS",
@@ -68,6 +71,7 @@ __all__ = [
     "ShutdownSettings",
     "StrategiesSettings",
     "config_keys",
+    "environment_of",
     "load_settings",
     "load_settings_with_sources",
     "redacted_dump",

@@ -6,7 +6,7 @@ import os
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal, get_args
+from typing import IO, Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_REQUEST_COST",
     "DEFAULT_REST_URL",
     "DEFAULT_WS_URL",
+    "ENVIRONMENT_URLS",
     "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
     "FEE_TYPES",
@@ -61,6 +62,7 @@ __all__ = [
     "Settings",
     "ShutdownSettings",
     "StrategiesSettings",
+    "environment_of",
 ]
 
 ENV_PREFIX = "MMBOT_"
@@ -71,8 +73,36 @@ CONFIG_ENV_VAR = "MMBOT_CONFIG"
 # MMBOT_BUILD_COMMIT is the image's build stamp (mmbot.buildinfo), not a setting.
 NON_SETTING_ENV_VARS = frozenset({CONFIG_ENV_VAR, "MMBOT_BUILD_COMMIT"})
 
-DEFAULT_REST_URL = "https://api.elections.kalshi.com/trade-api/v2"
-DEFAULT_WS_URL = "wss://api.elections.kalshi.com/trade-api/ws/v2"
+# Kalshi's environments (getting_started/api_environments.md): the recommended external-api
+# hosts first, then the shared hosts Kalshi still supports. Keys work in one environment
+# only: a demo key is refused by production and the reverse.
+Environment = Literal["production", "demo"]
+ENVIRONMENT_URLS: Final[dict[str, tuple[str, str]]] = {
+    "production": (
+        "https://external-api.kalshi.com/trade-api/v2",
+        "wss://external-api-ws.kalshi.com/trade-api/ws/v2",
+    ),
+    "demo": (
+        "https://external-api.demo.kalshi.co/trade-api/v2",
+        "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2",
+    ),
+}
+_ENVIRONMENT_HOSTS: Final[dict[str, str]] = {
+    "external-api.kalshi.com": "production",
+    "external-api-ws.kalshi.com": "production",
+    "api.elections.kalshi.com": "production",
+    "external-api.demo.kalshi.co": "demo",
+    "external-api-ws.demo.kalshi.co": "demo",
+    "demo-api.kalshi.co": "demo",
+}
+DEFAULT_REST_URL, DEFAULT_WS_URL = ENVIRONMENT_URLS["production"]
+
+
+def environment_of(url: str) -> str:
+    """The Kalshi environment a REST or WebSocket URL points at, or ``custom`` (a mock, say)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return _ENVIRONMENT_HOSTS.get(host, "custom")
+
 
 # Kalshi charges DEFAULT_COST tokens for an ordinary request, so a bucket smaller than
 # that could never admit one.
@@ -140,14 +170,19 @@ class KalshiSettings(BaseModel):
     private_key: SecretStr | None = Field(
         default=None, description="PEM private key text (alternative to private_key_path)"
     )
+    environment: Annotated[Environment, BeforeValidator(_lower)] = Field(
+        default="production",
+        description="Kalshi environment: production or demo; sets rest_url and ws_url to its "
+        "documented URLs unless they are given",
+    )
     rest_url: Annotated[str, AfterValidator(_http_url)] = Field(
         default=DEFAULT_REST_URL,
-        description="base URL of the REST API",
+        description="base URL of the REST API (default: the environment's)",
         json_schema_extra=_expected("an http:// or https:// URL with a host"),
     )
     ws_url: Annotated[str, AfterValidator(_ws_url)] = Field(
         default=DEFAULT_WS_URL,
-        description="URL of the websocket API",
+        description="URL of the websocket API (default: the environment's)",
         json_schema_extra=_expected("a ws:// or wss:// URL with a host"),
     )
     # Defaults are Kalshi's Basic tier: reads refill 200 tokens/s and the bucket holds 2 s of
@@ -205,6 +240,26 @@ class KalshiSettings(BaseModel):
     shard_key: int | None = Field(
         default=None, ge=0, le=99, description="which shard this process takes (< shard_factor)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_urls(cls, data: Any) -> Any:
+        # The environment's URLs fill in only what is not given: an explicit URL (a mock, a
+        # private link) still wins.
+        if not isinstance(data, dict):
+            return data
+        environment = data.get("environment", "production")
+        urls = (
+            ENVIRONMENT_URLS.get(environment.strip().lower())
+            if isinstance(environment, str)
+            else None
+        )
+        if urls is None:
+            return data
+        filled = dict(data)
+        filled.setdefault("rest_url", urls[0])
+        filled.setdefault("ws_url", urls[1])
+        return filled
 
     @model_validator(mode="after")
     def _check_combinations(self) -> KalshiSettings:
