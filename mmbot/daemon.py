@@ -53,7 +53,8 @@ def build_engine(
 ) -> Engine:
     """Build the risk book, market data, quote manager and engine, wired to one another.
 
-    ``metrics`` (if any) observes the quote latencies and reads its state from the engine;
+    ``metrics`` (if any) observes the quote latencies and the stream's feed delay, and reads
+    its state from the engine;
     ``status`` is given the periodic status line, when logs are not JSON; with JSON logs the
     engine logs a ``status`` event instead (see :meth:`Engine.report_status`). With
     ``run.shadow`` set, ``rest`` must be read-only; each quote a live run would have sent is
@@ -109,4 +110,6 @@ def build_engine(
     )
     if metrics is not None:
         metrics.bind(engine)
+        # The stream is built before the metrics are known to it (see clients.py).
+        stream.on_feed_delay = metrics.ws_feed_delay
     return engine

@@ -5,9 +5,9 @@ renaming one is a breaking change. Three kinds of figures feed them:
 
 * decisions and fills are counted from the journal (:meth:`Metrics.on_journal_record` is
   a journal listener), so the counters agree with the durable record by construction;
-* REST calls and latencies are pushed by the REST client and the quote manager
-  (:meth:`Metrics.on_rest_response`, :meth:`Metrics.rfq_to_quote`,
-  :meth:`Metrics.accept_to_confirm`);
+* REST calls and latencies are pushed by the REST client, the quote manager and the
+  WebSocket client (:meth:`Metrics.on_rest_response`, :meth:`Metrics.rfq_to_quote`,
+  :meth:`Metrics.accept_to_confirm`, :meth:`Metrics.ws_feed_delay`);
 * state (open quotes, exposure, P&L, WebSocket counters, readiness) is read from the
   running daemon at scrape time through a :class:`Monitored` source, so a scrape sees one
   consistent picture and the hot path pays nothing for it.
@@ -79,6 +79,11 @@ _CONFIRM_BUCKETS: Final = (
 _REST_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# Exchange send to our receipt: under a millisecond from a colocated host, tens of ms over
+# the internet, seconds only when the exchange (or our clock) is in trouble.
+_FEED_DELAY_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
 
 #: Every family mmbot exports (names as exposed, without ``_total``/``_bucket`` suffixes
 #: for counters and histograms) and its type. Tests check the dashboard and the alert
@@ -112,6 +117,8 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_ws_frames_total": "counter",
     "mmbot_ws_frames_unknown_total": "counter",
     "mmbot_ws_connected": "gauge",
+    "mmbot_ws_feed_delay_seconds": "histogram",
+    "mmbot_ws_feed_clock_skew_total": "counter",
     "mmbot_ready": "gauge",
     "mmbot_kill_switch": "gauge",
     "mmbot_shadow_mode": "gauge",
@@ -333,6 +340,17 @@ class Metrics:
             buckets=_CONFIRM_BUCKETS,
             registry=reg,
         )
+        self.ws_feed_delay_seconds = Histogram(
+            "mmbot_ws_feed_delay_seconds",
+            "from the exchange's sending_ts_ms to the frame received (our wall clock); "
+            "future stamps (clock skew) count as 0",
+            buckets=_FEED_DELAY_BUCKETS,
+            registry=reg,
+        )
+        self.ws_feed_clock_skew = counter(
+            "mmbot_ws_feed_clock_skew_total",
+            "frames stamped later than we received them: the exchange's clock is ahead of ours",
+        )
         self._reasons = {
             "skipped": _BoundedLabel(),
             "deleted": _BoundedLabel(),
@@ -411,6 +429,19 @@ class Metrics:
     def accept_to_confirm(self, seconds: float) -> None:
         """Observe one acceptance frame-to-confirm-acknowledged latency."""
         self.confirm_latency_seconds.observe(seconds)
+
+    def ws_feed_delay(self, seconds: float) -> None:
+        """Observe one frame's exchange-to-daemon delay (``CommunicationsStream.on_feed_delay``).
+
+        The two clocks differ: a negative delay (the exchange's clock ahead of ours) is
+        counted in ``mmbot_ws_feed_clock_skew_total`` and observed as 0, so the histogram
+        keeps one observation per stamped frame and the skew stays visible. A delay
+        inflated by our clock running ahead lands in the top buckets.
+        """
+        if seconds < 0:
+            self.ws_feed_clock_skew.inc()
+            seconds = 0.0
+        self.ws_feed_delay_seconds.observe(seconds)
 
     # ------------------------------------------------------------------ exposition
 

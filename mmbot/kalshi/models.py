@@ -62,7 +62,9 @@ __all__ = [
     "Unsubscribed",
     "accepted_bid",
     "accepted_msg_from_rest",
+    "load_frame",
     "maker_fill_for_accept",
+    "message_from_json",
     "parse_fixed_point",
     "parse_message",
 ]
@@ -694,10 +696,23 @@ def _summarize(error: ValidationError) -> str:
 
 def parse_message(frame: str | bytes) -> Message:
     """Parse one WebSocket text frame into a typed message, or raise :class:`MalformedMessage`."""
+    return message_from_json(load_frame(frame), frame)
+
+
+def load_frame(frame: str | bytes) -> Any:
+    """Decode one frame's JSON, or raise :class:`MalformedMessage`; the first half of parsing.
+
+    Split from :func:`message_from_json` so that a reader can look at the envelope (its
+    ``sending_ts_ms``) without decoding the frame twice.
+    """
     try:
-        data = orjson.loads(frame)
+        return orjson.loads(frame)
     except orjson.JSONDecodeError:
         raise MalformedMessage("invalid JSON", frame) from None
+
+
+def message_from_json(data: Any, frame: str | bytes) -> Message:
+    """Type the decoded ``data`` of ``frame``, or raise :class:`MalformedMessage`."""
     if not isinstance(data, dict):
         raise MalformedMessage("not a JSON object", frame)
     kind = data.get("type")

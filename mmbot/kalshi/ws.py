@@ -50,7 +50,8 @@ from mmbot.kalshi.models import (
     Subscribed,
     UnknownMessage,
     Unsubscribed,
-    parse_message,
+    load_frame,
+    message_from_json,
 )
 
 __all__ = [
@@ -178,6 +179,8 @@ class CommunicationsStream:
         subscribe_timeout_seconds: float = 10.0,
         rng: random.Random | None = None,
         on_malformed: Callable[[MalformedMessage], None] | None = None,
+        on_feed_delay: Callable[[float], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         # Configuration errors surface at startup rather than as an endless reconnect loop
         # or a fatal reply minutes later.
@@ -215,6 +218,12 @@ class CommunicationsStream:
         self._subscribe_timeout = subscribe_timeout_seconds
         self._rng = rng
         self._on_malformed = on_malformed
+        #: Told, for every frame whose envelope carries an integer ``sending_ts_ms``, our
+        #: wall-clock receive time minus that stamp, in seconds: the exchange-to-daemon
+        #: delay. Raw: negative when the exchange's clock is ahead of ours (the observer
+        #: decides what to make of skew). May be set after construction.
+        self.on_feed_delay = on_feed_delay
+        self._wall_clock = wall_clock
 
         self.stats = WsStats()
         # Mirrors stats.connected, for callers that wait for a subscription to stand.
@@ -473,7 +482,15 @@ class CommunicationsStream:
         """Parse one frame; count and report it and return None if it is malformed."""
         self.stats.frames += 1
         try:
-            return parse_message(frame)
+            data = load_frame(frame)
+            observe = self.on_feed_delay
+            if observe is not None and type(data) is dict:
+                # The envelope is already decoded: one dict lookup, and a float when the
+                # stamp is there. Anything but an integer (absent, text, float) is skipped.
+                sent_ms = data.get("sending_ts_ms")
+                if type(sent_ms) is int:
+                    self._feed_delay(observe, sent_ms)
+            return message_from_json(data, frame)
         except MalformedMessage as exc:
             self.stats.malformed += 1
             log.warning("ws_malformed_frame", reason=exc.reason, excerpt=exc.excerpt)
@@ -483,6 +500,13 @@ class CommunicationsStream:
                 except Exception:
                     log.exception("ws_on_malformed_failed")
             return None
+
+    def _feed_delay(self, observe: Callable[[float], None], sent_ms: int) -> None:
+        try:
+            observe(self._wall_clock() - sent_ms / 1000)
+        except Exception:
+            # Metrics must never cost us the stream.
+            log.exception("ws_on_feed_delay_failed")
 
     def _note_unknown(self, msg: UnknownMessage) -> None:
         self.stats.unknown += 1
