@@ -9,9 +9,11 @@ from __future__ import annotations
 import ast
 import re
 
-#: Names that hold a price, a size or an amount of money.
+#: Names that hold a price, a size or an amount of money. ``fee`` only as a word of its own:
+#: a *feed* delay is a time.
 MONEY_NAME = re.compile(
-    r"(price|bid|ask|dollars|contracts|_fp$|^count$|size|pnl|balance|exposure|fee|notional|"
+    r"(price|bid|ask|dollars|contracts|_fp$|^count$|size|pnl|balance|exposure|fees?(?![a-z])|"
+    r"notional|"
     r"cost_dollars|max_loss)",
     re.IGNORECASE,
 )
