@@ -18,7 +18,7 @@ from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.marketdata import MarketData
 from mmbot.observability import Metrics
 from mmbot.quoting import QuoteManager
-from mmbot.quoting.respond import DecisionObserver, ShadowQuoteHook
+from mmbot.quoting.respond import DecisionObserver
 from mmbot.risk import RiskBook, RiskLimits
 from mmbot.strategy import StrategyRouter
 from mmbot.tasks import TaskSupervisor
@@ -48,7 +48,6 @@ def build_engine(
     metrics: Metrics | None = None,
     status: Callable[[str], None] | None = None,
     adopt_orphans: bool = False,
-    on_shadow_quote: ShadowQuoteHook | None = None,
     observer: DecisionObserver | None = None,
 ) -> Engine:
     """Build the risk book, market data, quote manager and engine, wired to one another.
@@ -57,9 +56,9 @@ def build_engine(
     its state from the engine;
     ``status`` is given the periodic status line, when logs are not JSON; with JSON logs the
     engine logs a ``status`` event instead (see :meth:`Engine.report_status`). With
-    ``run.shadow`` set, ``rest`` must be read-only; each quote a live run would have sent is
-    handed to ``on_shadow_quote`` instead. ``observer`` (the research recorder) is told of
-    every RFQ and how it was priced.
+    ``run.shadow`` set, ``rest`` must be read-only and nothing is quoted. ``observer`` (the
+    research recorder) is told of every RFQ and how it was priced, so of each quote a shadow
+    run would have sent.
     """
     shadow = settings.run.shadow
     if shadow and not rest.read_only:
@@ -87,7 +86,6 @@ def build_engine(
         on_reconcile_needed=reconcile_requests,
         tasks=tasks,
         shadow=shadow,
-        on_shadow_quote=on_shadow_quote,
         observer=observer,
         fee_model=FeeModel.from_settings(settings.fees),
     )

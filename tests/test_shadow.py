@@ -1,10 +1,11 @@
 """Shadow mode: every RFQ priced as live, no write request of any kind leaves the process.
 
 Three layers: the REST client built ``read_only`` refuses every write before any I/O (the
-guarantee); the responder in shadow mode prices exactly as live and hands the quote to the
-shadow hook instead of sending it; and the daemon, run in shadow mode against the mock
-exchange, sends the exchange no request but GETs while RFQs flow, quotes found on the
-account are accepted, the kill switch flips and the daemon shuts down.
+guarantee); the responder in shadow mode prices exactly as live and tells its decision
+observer (the research recorder) instead of sending the quote; and the daemon, run in
+shadow mode against the mock exchange, sends the exchange no request but GETs while RFQs
+flow, quotes found on the account are accepted, the kill switch flips and the daemon shuts
+down.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mmbot.kalshi.errors import KalshiError
 from mmbot.kalshi.models import Rfq
 from mmbot.kalshi.rest import KalshiRestClient, Retry, ShadowWriteRefused, _Lane
 from mmbot.quoting import QuoteManager
+from mmbot.quoting.pricing import Decline, Priced
 from mmbot.strategy import MarketView
 from tests.support.daemon import (
     MAKER_KEY_ID,
@@ -167,7 +169,29 @@ async def timers() -> AsyncIterator[VirtualTimers]:
 ShadowQuote = tuple[str, Decimal, Decimal, MarketView]
 
 
-def _shadow(h: Harness, hook: Callable[[Rfq, Decimal, Decimal, MarketView], None] | None) -> None:
+class _Priced:
+    """A decision observer keeping each quote priced: (RFQ id, YES bid, NO bid, view)."""
+
+    def __init__(self) -> None:
+        self.quotes: list[ShadowQuote] = []
+
+    def seen(self, rfq: Rfq) -> None:
+        pass
+
+    def priced(
+        self,
+        rfq: Rfq,
+        strategy: str,
+        view: MarketView | None,
+        open_quotes: int,
+        result: Priced | Decline,
+    ) -> None:
+        if not isinstance(result, Decline):
+            yes, no, priced_view, _ = result
+            self.quotes.append((rfq.id, yes, no, priced_view))
+
+
+def _shadow(h: Harness, observer: _Priced | None) -> None:
     """Swap the harness's manager for one in shadow mode over the same parts."""
     h.qm = QuoteManager(
         h.exchange,
@@ -177,17 +201,18 @@ def _shadow(h: Harness, hook: Callable[[Rfq, Decimal, Decimal, MarketView], None
         cast(Journal, h.journal),
         QUOTES,
         shadow=True,
-        on_shadow_quote=hook,
+        observer=observer,
     )
     h.market_data.on_refresh = h.qm.on_market
 
 
-async def test_shadow_responder_prices_as_live_and_hands_the_quote_to_the_hook(
+async def test_shadow_responder_prices_as_live_and_tells_the_observer(
     timers: VirtualTimers,
 ) -> None:
     live, shadow = Harness(timers), Harness(timers)
-    seen: list[ShadowQuote] = []
-    _shadow(shadow, lambda rfq, yes, no, view: seen.append((rfq.id, yes, no, view)))
+    observer = _Priced()
+    seen = observer.quotes
+    _shadow(shadow, observer)
 
     await live.qm.on_rfq(live.rfq("M-1"))
     with capture_logs() as logs:
@@ -209,7 +234,7 @@ async def test_shadow_quote_is_counted_but_never_sent_booked_or_reserved(
     timers: VirtualTimers,
 ) -> None:
     h = Harness(timers)
-    _shadow(h, None)  # no hook: counted all the same
+    _shadow(h, None)  # no observer: counted all the same
     for _ in range(3):
         await h.qm.on_rfq(h.rfq("M-1"))
     await h.settle()
@@ -223,17 +248,18 @@ async def test_shadow_quote_is_counted_but_never_sent_booked_or_reserved(
     assert h.skipped() == ["shadow"] * 3
 
 
-async def test_a_failing_shadow_hook_is_logged_and_pricing_goes_on(timers: VirtualTimers) -> None:
-    h = Harness(timers)
-
-    def broken(rfq: Rfq, yes: Decimal, no: Decimal, view: MarketView) -> None:
+class _Broken(_Priced):
+    def priced(self, *args: Any) -> None:
         raise RuntimeError("recorder down")
 
-    _shadow(h, broken)
+
+async def test_a_failing_observer_is_logged_and_pricing_goes_on(timers: VirtualTimers) -> None:
+    h = Harness(timers)
+    _shadow(h, _Broken())
     with capture_logs() as logs:
         await h.qm.on_rfq(h.rfq("M-1"))
         await h.qm.on_rfq(h.rfq("M-2"))
-    failed = [e for e in logs if e["event"] == "shadow_hook_failed"]
+    failed = [e for e in logs if e["event"] == "decision_observer_failed"]
     assert len(failed) == 2
     assert failed[0]["log_level"] == "error"
     assert h.qm.counters.skipped_by_reason == {"shadow": 2}
@@ -299,13 +325,13 @@ async def test_shadow_daemon_prices_rfqs_and_sends_the_exchange_nothing_but_gets
     ):
         foreign_rfq = await simulated_rfq(http, venue, market)
         foreign = await other_process.create_quote(foreign_rfq, D("0.40"), D("0.50"))
-        seen: list[ShadowQuote] = []
+        observer = _Priced()
+        seen = observer.quotes
 
-        def with_hook(*args: Any, **kwargs: Any) -> Any:
-            hook = lambda rfq, yes, no, view: seen.append((rfq.id, yes, no, view))  # noqa: E731
-            return build_engine(*args, **{**kwargs, "on_shadow_quote": hook})
+        def with_observer(*args: Any, **kwargs: Any) -> Any:
+            return build_engine(*args, **{**kwargs, "observer": observer})
 
-        monkeypatch.setattr("mmbot.cli.run.build_engine", with_hook)
+        monkeypatch.setattr("mmbot.cli.run.build_engine", with_observer)
         kill_switch = tmp_path / "kill"
         settings = daemons.settings(
             run={"shadow": True, "status_interval_seconds": 60},

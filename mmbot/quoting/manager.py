@@ -37,7 +37,7 @@ from mmbot.quoting.accept import Acceptances
 from mmbot.quoting.book import LiveQuote, QuoteBook, Withdrawal
 from mmbot.quoting.execution import Executions
 from mmbot.quoting.gateway import QuoteGateway
-from mmbot.quoting.respond import DecisionObserver, Responder, ShadowQuoteHook
+from mmbot.quoting.respond import DecisionObserver, Responder
 from mmbot.quoting.stats import Counters, LatencyObserver
 from mmbot.quoting.withdraw import Withdrawer
 from mmbot.risk import RiskBook
@@ -67,16 +67,15 @@ class QuoteManager:
         on_reconcile_needed: Callable[[str], None] | None = None,
         tasks: TaskSupervisor | None = None,
         shadow: bool = False,
-        on_shadow_quote: ShadowQuoteHook | None = None,
         observer: DecisionObserver | None = None,
         fee_model: FeeModel | None = None,
     ) -> None:
         """Quote through ``rest`` on ``market_data``, as ``router`` and ``risk`` allow.
 
         Its handlers run as tasks of ``tasks``, the engine's supervisor (a private one if
-        None, as in unit tests). In ``shadow`` mode RFQs are priced and handed to
-        ``on_shadow_quote`` instead of quoted. ``observer`` (the research recorder) is told of
-        every RFQ and its pricing. ``fee_model`` prices a fill the exchange reports no fee for.
+        None, as in unit tests). In ``shadow`` mode RFQs are priced, not quoted.
+        ``observer`` (the research recorder) is told of every RFQ and its pricing, shadow or
+        not. ``fee_model`` prices a fill the exchange reports no fee for.
         """
         self._settings = settings
         self.counters = Counters()
@@ -104,7 +103,6 @@ class QuoteManager:
             clock=clock,
             latency=latency,
             shadow=shadow,
-            on_shadow_quote=on_shadow_quote,
             observer=observer,
         )
         self._accept = Acceptances(

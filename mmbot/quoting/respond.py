@@ -33,11 +33,7 @@ from mmbot.risk import RiskBook
 from mmbot.strategy import MarketView, Strategy, StrategyRouter
 from mmbot.strategy_failures import FAILING_STREAK, strategy_failure
 
-__all__ = ["DecisionObserver", "Responder", "ShadowQuoteHook"]
-
-#: Told, in shadow mode, of each quote a live run would have sent: the RFQ, the YES and NO
-#: bids exactly as priced, and the market as the strategy saw it.
-ShadowQuoteHook = Callable[[Rfq, Decimal, Decimal, MarketView], None]
+__all__ = ["DecisionObserver", "Responder"]
 
 
 class DecisionObserver(Protocol):
@@ -118,7 +114,6 @@ class Responder:
         clock: Callable[[], float],
         latency: LatencyObserver | None,
         shadow: bool = False,
-        on_shadow_quote: ShadowQuoteHook | None = None,
         observer: DecisionObserver | None = None,
     ) -> None:
         """Quote through ``rest``, tracking each quote in ``book`` (``shadow``: price only)."""
@@ -136,7 +131,6 @@ class Responder:
         self._clock = clock
         self._latency = latency
         self._shadow = shadow
-        self._on_shadow_quote = on_shadow_quote
         self._observer = observer
         #: False once the daemon stops: no new quote, no requote.
         self.quoting = True
@@ -173,7 +167,11 @@ class Responder:
         self._remember(self._seen_rfqs, rfq.id)
         self._counters.rfqs_seen += 1
         if self._observer is not None:
-            self._observer.seen(rfq)
+            try:
+                self._observer.seen(rfq)
+            except Exception:
+                # What records the flow must never stop the pricing it records.
+                log.exception("decision_observer_failed")
         # The rfq_seen row is written once the quote request is on its way (or as soon as
         # anything else about this RFQ is journaled, whichever comes first): building it
         # cost a seventh of the time from frame to request. Row order is unchanged.
@@ -224,7 +222,10 @@ class Responder:
             min_edge=self._settings.min_edge,
         )
         if self._observer is not None:
-            self._observer.priced(rfq, strategy.name, view, open_quotes, priced)
+            try:
+                self._observer.priced(rfq, strategy.name, view, open_quotes, priced)
+            except Exception:
+                log.exception("decision_observer_failed")
         if isinstance(priced, Decline):
             _log_strategy_error(strategy, priced)
             return self._skip(rfq, priced.reason)
@@ -255,17 +256,9 @@ class Responder:
             await self._withdrawer.delete(live, "rfq_deleted")
 
     def _shadow_quote(self, rfq: Rfq, yes: Decimal, no: Decimal, view: MarketView) -> None:
-        """Count the quote a live run would have sent and hand it to the shadow hook."""
+        """Count the quote a live run would have sent (the observer already has its prices)."""
         self._skip(rfq, "shadow", f"yes_bid={yes} no_bid={no}")
         log.debug("shadow_quote", yes_bid=str(yes), no_bid=str(no), reference=str(view.mid))
-        hook = self._on_shadow_quote
-        if hook is None:
-            return
-        try:
-            hook(rfq, yes, no, view)
-        except Exception:
-            # A failing recorder must not stop the pricing it records.
-            log.exception("shadow_hook_failed")
 
     async def _event_of(self, rfq: Rfq) -> str:
         """The event ticker of an RFQ listed over REST (which carries none): its market's."""

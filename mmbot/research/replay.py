@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -122,7 +122,6 @@ class LabelResult:
     label: str
     columns: dict[str, list[Any]]
     summary: dict[str, Any]
-    daily: list[tuple[str, Decimal]] = field(default_factory=list)
 
 
 def flow_of(recording: Recording) -> Flow:
@@ -351,6 +350,9 @@ class _Replay:
             names += ["fair_value", "fair_markout"]
         self.columns: dict[str, list[Any]] = {name: [None] * n for name in names}
         self.columns["label"] = [label] * n
+        # The horizon columns, looked up once rather than by name for every RFQ.
+        self._markout_columns = [self.columns[f"markout_{h}s"] for h in flow.horizons]
+        self._fill_markout_columns = [self.columns[f"fill_markout_{h}s"] for h in flow.horizons]
 
     def _push(self, when: datetime, kind: int, payload: Any) -> None:
         self.seq += 1
@@ -421,11 +423,10 @@ class _Replay:
         cols["filled_contracts"][index] = fill.contracts
         cols["fill_price"][index] = fill.price
         cols["fee"][index] = fee
-        for k, horizon in enumerate(self.flow.horizons):
-            mid = rec.mids[k]
+        for mid, column in zip(rec.mids, self._fill_markout_columns, strict=True):
             if mid is not None:
                 value = mid if fill.side == "yes" else _ONE - mid
-                cols[f"fill_markout_{horizon}s"][index] = value - fill.price
+                column[index] = value - fill.price
         strategy = self.router.route(rec.market, rec.event)
         if strategy is not None:
             try:
@@ -533,13 +534,11 @@ class _Replay:
         self._fill(index, rec, yes, no)
 
     def _markouts(self, index: int, rec: _Recorded, yes: Decimal, no: Decimal) -> None:
-        cols = self.columns
-        for k, horizon in enumerate(self.flow.horizons):
-            mid = rec.mids[k]
+        for mid, column in zip(rec.mids, self._markout_columns, strict=True):
             if mid is not None:
-                cols[f"markout_{horizon}s"][index] = _quote_edge(yes, no, mid)
+                column[index] = _quote_edge(yes, no, mid)
         if rec.fair is not None:
-            cols["fair_markout"][index] = _quote_edge(yes, no, rec.fair)
+            self.columns["fair_markout"][index] = _quote_edge(yes, no, rec.fair)
 
     def _fill(self, index: int, rec: _Recorded, yes: Decimal, no: Decimal) -> None:
         model = self.model.name
