@@ -14,6 +14,7 @@ from mmbot.config import (
     environment_of,
 )
 from mmbot.kalshi.auth import KeyLoadError, Signer
+from mmbot.kalshi.history import HistoryWindows
 from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.logs import get_logger
@@ -143,6 +144,11 @@ def build_rest_client(
         retry_deadline_seconds=settings.retry_deadline_seconds,
         on_response=on_response,
         read_only=read_only,
+        history=HistoryWindows(
+            lookback_seconds=settings.history_lookback_seconds,
+            window_seconds=settings.history_window_seconds,
+            deadline_seconds=settings.history_deadline_seconds,
+        ),
     )
 
 

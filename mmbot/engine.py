@@ -162,11 +162,13 @@ class Engine:
         #: account could be listed to check for quotes nothing tracked.
         self.left_open = 0
         self.cleanup_verified = False
+        self._since: int | None = None  # this run's start (Unix s, less clock slack)
 
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set (or the stream fails for good); return an exit code."""
+        self._since = int(time.time()) - 300
         for strategy in self.router.strategies():
             strategy.on_start()
         self.communications_id = await self.rest.get_communications_id()
@@ -441,8 +443,10 @@ class Engine:
         for live in unbooked:
             quotes.release_unbooked(live)
 
-        open_quotes = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
-        accepted = [q async for q in self.rest.iter_quotes(user_filter="self", status="accepted")]
+        # At start-up the whole lookback; later only this run's quotes: fewer windows to read.
+        mine = {"user_filter": "self", "min_ts": None if why == "start" else self._since}
+        open_quotes = [q async for q in self.rest.iter_quotes(status="open", **mine)]
+        accepted = [q async for q in self.rest.iter_quotes(status="accepted", **mine)]
         if self._shadow and (open_quotes or accepted):
             # Another process's (shadow quotes nothing): not ours to refuse, withdraw or judge.
             log.info("shadow_ignores_account_quotes", open=len(open_quotes), accepted=len(accepted))
@@ -479,7 +483,7 @@ class Engine:
             # withdrawn) when there is no record of it to judge it by.
             self.tasks.spawn(quotes.on_quote_accepted(accepted_msg_from_rest(quote)), "re-accept")
 
-        async for quote in self.rest.iter_quotes(user_filter="self", status="confirmed"):
+        async for quote in self.rest.iter_quotes(status="confirmed", **mine):
             strategy, event = await self._route(quote.market_ticker)
             if quotes.adopt_confirmed(quote, strategy, event):
                 counts["confirmed"] += 1
@@ -751,7 +755,9 @@ class Engine:
             return 0
         deleted = await self.quotes.cancel_all("shutdown")
         # Anything of ours still open on the exchange, tracked or not.
-        leftovers = [q async for q in self.rest.iter_quotes(user_filter="self", status="open")]
+        # Older quotes were reconciled at start-up: this run's keep it short inside the timeout.
+        mine = {"user_filter": "self", "min_ts": self._since}
+        leftovers = [q async for q in self.rest.iter_quotes(status="open", **mine)]
         tracked = self.quotes.tracked_quote_ids()
         for quote in leftovers:
             if quote.id not in tracked:

@@ -23,6 +23,7 @@ import asyncio
 import copy
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,13 @@ from mmbot.mock.server import MockConfig, MockExchange
 from mmbot.mock.sim import CENT_GRID
 from tests.support.keys import KEY_ID, TestKey
 from tests.support.polling import eventually
+
+
+def _recent() -> dict[str, str]:
+    """A ``min_ts``/``max_ts`` window over the last hour: the mock refuses unbounded history."""
+    now = int(time.time())
+    return {"min_ts": str(now - 3600), "max_ts": str(now + 60)}
+
 
 CONTRACT_DIR = Path(__file__).parent / "contract"
 SPEC_PATH = CONTRACT_DIR / "kalshi-openapi.yaml"
@@ -331,7 +339,10 @@ async def test_every_endpoint_matches_the_document(
     over = {**quote_body, "yes_bid": "0.90", "no_bid": "0.20"}
     assert (await c(maker, "POST", "/communications/quotes", body=over))[0] == 400
     assert (await c(None, "POST", "/communications/quotes", body=quote_body))[0] == 401
-    mine = {"user_filter": "self"}
+    # History listings must be bounded (Kalshi times out on long history): unbounded is a 500.
+    unbounded = {"user_filter": "self"}
+    assert (await c(maker, "GET", "/communications/quotes", params=unbounded))[0] == 500
+    mine = {"user_filter": "self", **_recent()}
     assert (await c(maker, "GET", "/communications/quotes", params=mine))[0] == 200
     assert (await c(maker, "GET", "/communications/quotes", params={"status": "open"}))[0] == 400
     assert (await c(None, "GET", "/communications/quotes", params=mine))[0] == 401
@@ -444,8 +455,10 @@ async def test_every_endpoint_matches_the_document(
     async with asyncio.timeout(5):
         await settled.wait()
     for path in ("/portfolio/positions", "/portfolio/fills", "/portfolio/balance"):
-        assert (await c(maker, "GET", path))[0] == 200
+        window = _recent() if path == "/portfolio/fills" else None
+        assert (await c(maker, "GET", path, params=window))[0] == 200
         assert (await c(None, "GET", path))[0] == 401
+    assert (await c(maker, "GET", "/portfolio/fills"))[0] == 500  # unbounded history
     positions = await c(maker, "GET", "/portfolio/positions", params={"count_filter": "nonsense"})
     assert positions[0] == 400
     assert (await c(maker, "GET", "/portfolio/fills", params={"limit": "5000"}))[0] == 400

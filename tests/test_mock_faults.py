@@ -420,9 +420,9 @@ async def test_partial_fills_reach_fills_positions_and_balances(
         assert executed.msg.quote_id == quote_id
         quote = await maker_client.get_quote(quote_id, rfq_id=rfq_id)
         assert (quote.status, quote.creator_order_id) == ("executed", executed.msg.order_id)
-        (fill,) = (await maker_client.list_fills(order_id=executed.msg.order_id)).items
+        (fill,) = [f async for f in maker_client.iter_fills(order_id=executed.msg.order_id)]
         assert fill.count_fp == Decimal(5)
-        (requester_fill,) = (await requester_client.list_fills()).items
+        (requester_fill,) = [f async for f in requester_client.iter_fills()]
         assert requester_fill.count_fp == Decimal(5)
         (position,) = (await maker_client.list_positions()).market_positions
         assert position.position_fp == Decimal(5)
@@ -453,7 +453,7 @@ async def test_fills_are_listed_late_while_positions_move_at_once(
     ):
         await confirm_after_acceptance(mock, requester, maker_client, contracts="4")
         await wait_for(lambda: len(mock.exchange.fills) == 2, "the execution")
-        assert (await maker_client.list_fills()).items == []
+        assert [f async for f in maker_client.iter_fills()] == []
         (position,) = (await maker_client.list_positions()).market_positions
         assert position.position_fp == Decimal(4)
 
@@ -463,7 +463,7 @@ async def test_fills_are_listed_late_while_positions_move_at_once(
         listed: list[Decimal] = []
 
         async def poll() -> bool:
-            listed[:] = [f.count_fp for f in (await maker_client.list_fills()).items]
+            listed[:] = [f.count_fp async for f in maker_client.iter_fills()]
             return bool(listed)
 
         async with asyncio.timeout(5):

@@ -364,12 +364,12 @@ async def test_full_requester_maker_flow_over_rest_and_ws(
         assert (await maker_ws.next_of(RfqDeleted)).msg.id == rfq_id
 
         # Each party finds its own order among its fills.
-        maker_fills = (await maker.list_fills()).items
+        maker_fills = [f async for f in maker.iter_fills()]
         assert [f.order_id for f in maker_fills] == [maker_exec.msg.order_id]
         assert maker_fills[0].outcome_side == "yes"  # accepted "yes": the maker buys YES
         assert maker_fills[0].yes_price_dollars == yes_bid
         assert maker_fills[0].count_fp == contracts
-        requester_fills = (await requester.list_fills()).items
+        requester_fills = [f async for f in requester.iter_fills()]
         assert [f.order_id for f in requester_fills] == [requester_exec.msg.order_id]
         assert requester_fills[0].outcome_side == "no"
 

@@ -220,6 +220,24 @@ class KalshiSettings(BaseModel):
     retry_deadline_seconds: _PositiveSeconds = Field(
         default=5.0, description="give up retrying a request after this long"
     )
+    # Kalshi answers unbounded or long history listings with 500/504: every listing of our
+    # quotes and fills is cut into windows no wider than this, reaching this far back. The
+    # quotes reconciliation needs are at most a quote lifetime plus the confirmation and
+    # execution timers old; a day leaves room for a long outage. Each window costs a read
+    # (10 tokens) per status listed, so windows are wide; one the exchange times out on is
+    # halved until it answers.
+    history_lookback_seconds: int = Field(
+        default=86_400, ge=60, description="how far back quote and fill listings look, seconds"
+    )
+    history_window_seconds: int = Field(
+        default=21_600,
+        ge=60,
+        description="widest min_ts..max_ts window of one quote or fill listing, seconds",
+    )
+    history_deadline_seconds: _PositiveSeconds = Field(
+        default=30.0,
+        description="give up a history window that keeps failing (5xx) after this long",
+    )
     ws_ping_interval_seconds: _PositiveSeconds = Field(
         default=10.0, description="interval between websocket pings"
     )
@@ -279,6 +297,15 @@ class KalshiSettings(BaseModel):
                     ("ws_reconnect_max_seconds", "ws_reconnect_min_seconds"),
                     "the maximum to be at least the minimum",
                     f"max {self.ws_reconnect_max_seconds} < min {self.ws_reconnect_min_seconds}",
+                )
+            )
+        if self.history_window_seconds > self.history_lookback_seconds:
+            issues.append(
+                _CrossFieldIssue(
+                    ("history_window_seconds", "history_lookback_seconds"),
+                    "the window to be at most the lookback",
+                    f"window {self.history_window_seconds} > "
+                    f"lookback {self.history_lookback_seconds}",
                 )
             )
         if self.write_reserve_tokens + QUOTE_COST > self.write_bucket_capacity:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import httpx
 import orjson
@@ -37,12 +37,12 @@ from mmbot.kalshi.errors import (
     AuthError,
     KalshiApiError,
     KalshiError,
-    PaginationError,
     ServerError,
     ShadowWriteRefused,
     TransportError,
     error_for_status,
 )
+from mmbot.kalshi.history import HistoryWindows, Page, fill_key, iter_history, paginate
 from mmbot.kalshi.http import AiohttpTransport
 from mmbot.kalshi.models import (
     Balance,
@@ -117,14 +117,6 @@ class _Lane(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a cursor-paginated list; ``cursor`` is None on the last page."""
-
-    items: list[T]
-    cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class PositionsPage:
     """One page of ``GET /portfolio/positions``."""
 
@@ -154,6 +146,7 @@ class KalshiRestClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_response: ResponseObserver | None = None,
         read_only: bool = False,
+        history: HistoryWindows | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         #: Shadow mode: every request but a GET raises ShadowWriteRefused.
@@ -169,6 +162,7 @@ class KalshiRestClient:
             max_sheddable=max_queued_quotes,
         )
         self._retry_deadline = retry_deadline_seconds
+        self.history = history or HistoryWindows()  # bounds of iter_quotes and iter_fills
         #: The last 401/403 the exchange answered, until a later request succeeds: a clock
         #: that drifted past the signing window fails every request this way.
         self.auth_failure: KalshiApiError | None = None
@@ -387,20 +381,7 @@ class KalshiRestClient:
         cursor = data.get("cursor") if isinstance(data, dict) else None
         return str(cursor) if cursor else None
 
-    @staticmethod
-    async def _paginate(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> AsyncIterator[T]:
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = await fetch(cursor)
-            for item in page.items:
-                yield item
-            if page.cursor is None:
-                return
-            if page.cursor in seen:
-                raise PaginationError(f"server repeated cursor {page.cursor[:40]!r}")
-            seen.add(page.cursor)
-            cursor = page.cursor
+    _paginate = staticmethod(paginate)
 
     @staticmethod
     def _quote_path(quote_id: str, rfq_id: str | None, suffix: str = "") -> str:
@@ -548,8 +529,10 @@ class KalshiRestClient:
         return Page(self._models(Quote, data, "quotes"), self._cursor(data))
 
     def iter_quotes(self, **filters: Any) -> AsyncIterator[Quote]:
-        """Iterate over every quote matching ``filters`` (the arguments of :meth:`list_quotes`)."""
-        return self._paginate(lambda cursor: self.list_quotes(cursor=cursor, **filters))
+        """Every quote matching ``filters`` (see :meth:`list_quotes`), in bounded windows."""
+        return iter_history(
+            self.list_quotes, filters, self.history, key=lambda q: q.id, sleep=self._sleep
+        )
 
     async def get_quote(self, quote_id: str, *, rfq_id: str | None = None) -> Quote:
         """Return one quote, through the rfq-scoped path when ``rfq_id`` is known."""
@@ -783,8 +766,8 @@ class KalshiRestClient:
         return Page(self._models(Fill, data, "fills"), self._cursor(data))
 
     def iter_fills(self, **filters: Any) -> AsyncIterator[Fill]:
-        """Iterate over every fill matching ``filters`` (the arguments of :meth:`list_fills`)."""
-        return self._paginate(lambda cursor: self.list_fills(cursor=cursor, **filters))
+        """Every fill matching ``filters`` (see :meth:`list_fills`), in bounded windows."""
+        return iter_history(self.list_fills, filters, self.history, key=fill_key, sleep=self._sleep)
 
     async def get_balance(self, *, subaccount: int | None = None) -> Balance:
         """Return available balance and portfolio value (``GET /portfolio/balance``)."""

@@ -35,6 +35,9 @@ class MockConfig:
     write_tokens_per_second: float = 0.0
     #: Per-user write bucket size in tokens (defaults to one second of refill when 0).
     write_bucket_capacity: float = 0.0
+    #: Widest ``max_ts - min_ts`` a quote or fill listing may ask for; one without both
+    #: bounds, or wider, answers 500 as Kalshi does (field reports: 500/504 on long history).
+    max_history_window_seconds: float = 43_200.0
     #: Bearer token the ``/_mock/`` control endpoints require; None: a random one per
     #: :class:`~mmbot.mock.server.MockExchange` (read it from its ``control_token``).
     control_token: str | None = field(default=None, repr=False)
@@ -62,7 +65,12 @@ class MockConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")
-        for name in ("time_scale", "ping_interval_seconds", "timestamp_window_seconds"):
+        for name in (
+            "time_scale",
+            "ping_interval_seconds",
+            "timestamp_window_seconds",
+            "max_history_window_seconds",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0")

@@ -30,7 +30,7 @@ from mmbot.mock.http_util import (
 from mmbot.mock.markets import market_status_matches, market_wire
 from mmbot.mock.records import User
 from mmbot.mock.sim import grid_prices
-from mmbot.mock.wire import bad_request, paginate, wire_count, wire_dollars
+from mmbot.mock.wire import MockApiError, bad_request, paginate, wire_count, wire_dollars
 
 __all__ = ["RestHandlers"]
 
@@ -128,8 +128,22 @@ class RestHandlers:
         self._exchange.delete_rfq(user, request.match_info["rfq_id"])
         return no_content()
 
+    def _check_history_window(self, query: dict[str, str]) -> None:
+        """500, as Kalshi answers a history query it cannot bound: both ends, not too far apart."""
+        low, high = int_param(query, "min_ts"), int_param(query, "max_ts")
+        limit = self.config.max_history_window_seconds
+        if low is None or high is None or high - low > limit:
+            raise MockApiError(
+                500,
+                "internal_server_error",
+                f"history query timed out: give min_ts and max_ts at most {limit:g}s apart",
+            )
+
     async def _list_quotes(self, request: web.Request, user: User) -> web.Response:
-        items, cursor = self._exchange.list_quotes(user, query_params(request))
+        query = query_params(request)
+        # Parameters are checked first (a 400 stays a 400); only the query itself times out.
+        items, cursor = self._exchange.list_quotes(user, query)
+        self._check_history_window(query)
         return json_response(200, {"quotes": [q.wire(user) for q in items], "cursor": cursor})
 
     async def _create_quote(self, request: web.Request, user: User) -> web.Response:
@@ -255,7 +269,9 @@ class RestHandlers:
         )
 
     async def _fills(self, request: web.Request, user: User) -> web.Response:
-        fills, cursor = self._exchange.list_fills(user, query_params(request))
+        query = query_params(request)
+        fills, cursor = self._exchange.list_fills(user, query)
+        self._check_history_window(query)
         return json_response(200, {"fills": [f.wire() for f in fills], "cursor": cursor})
 
     async def _balance(self, request: web.Request, user: User) -> web.Response:

@@ -45,6 +45,8 @@ __all__ = ["Executions"]
 log = structlog.get_logger("mmbot.quoting")
 
 _ZERO = Decimal(0)
+#: Seconds a fill lookup reaches before the RFQ's creation: the exchange's clock may differ.
+_FILL_CLOCK_SLACK_SECONDS = 300
 
 
 class Executions:
@@ -144,8 +146,12 @@ class Executions:
         assert fill is not None
         if not order_id:
             return None
+        # The fill cannot predate the RFQ: listing from its creation (less clock slack) is one
+        # small window instead of the whole lookback. Unknown creation: the lookback.
+        created = live.rfq.created_ts
+        since = None if created is None else int(created.timestamp()) - _FILL_CLOCK_SLACK_SECONDS
         try:
-            fills = [f async for f in self._rest.iter_fills(order_id=order_id)]
+            fills = [f async for f in self._rest.iter_fills(order_id=order_id, min_ts=since)]
         except KalshiError as exc:
             log.warning("fills_lookup_failed", quote_id=live.quote_id, error=str(exc))
             return None

@@ -53,5 +53,7 @@ class QuoteGateway(Protocol):
     async def get_quote(self, quote_id: str, *, rfq_id: str | None = None) -> Quote:
         """Return one quote as the exchange holds it."""
 
-    def iter_fills(self, *, order_id: str | None = None) -> AsyncIterator[Fill]:
-        """Iterate over our fills, here those listed under one order."""
+    def iter_fills(
+        self, *, order_id: str | None = None, min_ts: int | None = None
+    ) -> AsyncIterator[Fill]:
+        """Iterate over our fills under one order, since ``min_ts`` (Unix s; None: lookback)."""
