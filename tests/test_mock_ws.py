@@ -25,6 +25,7 @@ from mmbot.mock.faults import FaultConfig
 from mmbot.mock.server import MockConfig, MockExchange, shard_of
 from mmbot.mock.sim import SimMarket
 from tests.support.keys import KEY_ID, TestKey
+from tests.support.marketfeed import closing, connect, recv, send
 from tests.support.mock import now_ms
 
 MAKER_KEY_ID = "maker-key-7c41"
@@ -44,49 +45,6 @@ async def mock(rsa_key: TestKey, ed25519_key: TestKey) -> AsyncIterator[MockExch
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as http:
         yield http
-
-
-async def connect(
-    session: aiohttp.ClientSession, mock: MockExchange, signer: Signer | None, **options: Any
-) -> aiohttp.ClientWebSocketResponse:
-    headers = signer.headers("GET", mock.ws_url) if signer is not None else {}
-    ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
-        mock.ws_url, headers=headers, **options
-    )
-    return ws
-
-
-@contextlib.asynccontextmanager
-async def closing(
-    ws: aiohttp.ClientWebSocketResponse,
-) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    try:
-        yield ws
-    finally:
-        await ws.close()
-
-
-async def send(ws: aiohttp.ClientWebSocketResponse, command: Any) -> None:
-    await ws.send_str(command if isinstance(command, str) else orjson.dumps(command).decode())
-
-
-async def recv(ws: aiohttp.ClientWebSocketResponse, within: float = 2.0) -> dict[str, Any]:
-    """The next text frame as JSON, less its ``sending_ts_ms`` (control frames are skipped).
-
-    Every frame the mock sends must carry ``sending_ts_ms``, an integer in milliseconds;
-    it is checked and removed here so tests can compare the rest exactly.
-    """
-    async with asyncio.timeout(within):
-        while True:
-            msg = await ws.receive()
-            if msg.type is WSMsgType.TEXT:
-                data: dict[str, Any] = orjson.loads(msg.data)
-                sent_ms = data.pop("sending_ts_ms", None)
-                assert type(sent_ms) is int, data
-                assert sent_ms > 0, data
-                return data
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                raise AssertionError(f"connection closed: {msg.data!r} {msg.extra!r}")
 
 
 async def subscribe(ws: aiohttp.ClientWebSocketResponse, **params: Any) -> int:
@@ -216,7 +174,7 @@ SUBSCRIBE = "subscribe"
         ({"id": 1, "cmd": "resubscribe", "params": {}}, 5),
         ({"id": 1, "cmd": "unsubscribe", "params": {"sids": [99]}}, 7),
         ({"id": 1, "cmd": SUBSCRIBE, "params": {"channels": ["no_such_channel"]}}, 8),
-        ({"id": 1, "cmd": SUBSCRIBE, "params": {"channels": ["ticker"]}}, 10),
+        ({"id": 1, "cmd": SUBSCRIBE, "params": {"channels": ["trade"]}}, 10),
         ({"id": 1, "cmd": SUBSCRIBE, "params": {"channels": ["communications", "fill"]}}, 10),
         ({"id": 1, "cmd": "update_subscription", "params": {"action": "add_markets"}}, 12),
         ({"id": 1, "cmd": "update_subscription", "params": {"sid": 1}}, 15),

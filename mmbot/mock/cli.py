@@ -25,6 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,6 +36,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mmbot.config import Settings
 from mmbot.kalshi.auth import KeyLoadError, PublicKey, load_private_key
 from mmbot.mock.faults import FaultConfig, FaultConfigError
+from mmbot.mock.informed import (
+    DEFAULT_INFORMED_FRACTION,
+    DEFAULT_INFORMED_MOVE_THRESHOLD,
+    threshold_micros,
+)
 from mmbot.mock.server import MockConfig, MockExchange
 
 __all__ = ["load_public_key", "register"]
@@ -125,6 +131,19 @@ def register(
         help="share of combo (HVM) markets (default: %(default)s)",
     )
     add(
+        "--informed-fraction",
+        default=str(DEFAULT_INFORMED_FRACTION),
+        metavar="F",
+        help="share of simulated RFQs from informed requesters, who pick off a quote once "
+        "fair has moved against the maker (default: %(default)s)",
+    )
+    add(
+        "--informed-move-threshold",
+        default=str(DEFAULT_INFORMED_MOVE_THRESHOLD),
+        metavar="D",
+        help="move of fair, in dollars, an informed requester waits for (default: %(default)s)",
+    )
+    add(
         "--time-scale",
         default="1.0",
         metavar="X",
@@ -177,6 +196,17 @@ def _float(
         if high != math.inf:
             bounds = f"within [{low:g}, {high:g}]"
         raise _UsageError(f"{flag}: expected a number {bounds}, got {text!r}")
+    return value
+
+
+def _threshold(flag: str, text: str) -> Decimal:
+    try:
+        value = Decimal(text.strip())
+        threshold_micros(value)
+    except (ArithmeticError, ValueError):
+        raise _UsageError(
+            f"{flag}: expected dollars within [0, 1) to at most 6 decimals, got {text!r}"
+        ) from None
     return value
 
 
@@ -253,6 +283,10 @@ def _config(args: argparse.Namespace) -> MockConfig:
         markets=_int("--markets", args.markets, low=1, high=10_000),
         rfq_rate=_float("--rfq-rate", args.rfq_rate, low=0),
         hvm_fraction=_float("--hvm-fraction", args.hvm_fraction, low=0, high=1),
+        informed_fraction=_float("--informed-fraction", args.informed_fraction, low=0, high=1),
+        informed_move_threshold=_threshold(
+            "--informed-move-threshold", args.informed_move_threshold
+        ),
         time_scale=_float("--time-scale", args.time_scale, low=0, above=True),
         faults=faults,
         write_tokens_per_second=_float(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 
 from mmbot.mock.faults import FaultConfig
+from mmbot.mock.informed import (
+    DEFAULT_INFORMED_FRACTION,
+    DEFAULT_INFORMED_MOVE_THRESHOLD,
+    threshold_micros,
+)
 
 __all__ = ["MockConfig", "MockStats"]
 
@@ -30,6 +36,14 @@ class MockConfig:
     #: Frames (events, replies, pings) a WebSocket connection may have waiting to be sent.
     ws_queue_frames: int = 1000
     market_step_seconds: float = 1.0
+    #: Share (0..1) of simulated RFQs whose requester is informed: instead of shopping
+    #: within a reservation it waits, and accepts a quote right after fair has moved
+    #: against the maker by more than ``informed_move_threshold`` since the quote was
+    #: made (picking off stale quotes); 0 turns informed requesters off.
+    informed_fraction: float = DEFAULT_INFORMED_FRACTION
+    #: The move of the hidden fair value, in dollars (a Decimal such as ``"0.02"``),
+    #: an informed requester needs before accepting; strictly more than this counts.
+    informed_move_threshold: Decimal = DEFAULT_INFORMED_MOVE_THRESHOLD
     faults: FaultConfig = field(default_factory=FaultConfig)
     #: Per-user write token bucket refill (tokens/s); 0 turns rate limiting off.
     write_tokens_per_second: float = 0.0
@@ -56,6 +70,10 @@ class MockConfig:
             raise ValueError("ws_queue_frames must be at least 1")
         if not 0 <= self.hvm_fraction <= 1:
             raise ValueError("hvm_fraction must be within [0, 1]")
+        if not 0 <= self.informed_fraction <= 1:
+            raise ValueError("informed_fraction must be within [0, 1]")
+        # Raises on a non-Decimal, out of [0, 1) or finer than a millionth.
+        threshold_micros(self.informed_move_threshold)
         for name in (
             "rfq_rate",
             "market_step_seconds",

@@ -27,7 +27,18 @@ prints it. The server listens on 127.0.0.1 unless another ``host`` is given expl
     the maker shows the accepted side's bid as ``"0.0100"``, nine times the accepted
     size in ``contracts_accepted_fp`` and that side's ``*_contracts_offered_fp``, or
     another market's ticker; the exchange's record is untouched; counted in
-    ``stats.tampered_price`` / ``tampered_size`` / ``tampered_market``).
+    ``stats.tampered_price`` / ``tampered_size`` / ``tampered_market``), and for the
+    market-data channels (:mod:`mmbot.mock.marketfeed`) ``market_updates_per_second``
+    (when > 0, the fair values of the subscribed markets are moved round-robin, one grid
+    point at a time, alternately up and down, so that about that many top-of-book changes
+    a second reach ``orderbook_delta`` and ``ticker`` on top of the random walk; counted in
+    ``stats.md_forced_moves``) and ``md_gap_fraction`` (that share of ``orderbook_delta``
+    messages spends its ``seq`` but is not sent, counted in ``stats.md_gaps_injected``);
+    ``malformed_fraction`` also sends a cut-off copy before that share of market-data
+    frames.
+``POST /_mock/md_gap``
+    the next ``orderbook_delta`` message (to whichever subscription comes first) spends its
+    ``seq`` but is not sent: a one-shot sequence gap. Answers ``{"pending_gaps": n}``.
 ``POST /_mock/drop_ws``
     closes every WebSocket connection (clients should reconnect); answers
     ``{"dropped": n}``.
@@ -45,6 +56,11 @@ prints it. The server listens on 127.0.0.1 unless another ``host`` is given expl
     counts of users, RFQs, quotes, fills and orders (``orders_by_status``,
     ``resting_orders``), the ``settled_markets``, server and driver counters, and the
     fault configuration with how long handshakes and quote deletes are still refused.
+    The market-data counters are in ``stats``: ``md_updates_published`` (market-data
+    frames queued, one per subscription: snapshots, deltas, tickers),
+    ``md_snapshots_sent``, ``md_deltas_sent``, ``md_tickers_sent``, ``md_book_changes``
+    (changes of a watched market's book or ticker), ``md_forced_moves``,
+    ``md_forced_moves_dropped``, ``md_gaps_injected`` and ``md_malformed_sent``.
 ``POST /_mock/settle``
     ``{"market_ticker": T, "result": "yes" | "no"}`` settles the market (see
     :meth:`~mmbot.mock.server.MockExchange.settle`): its status becomes ``finalized``
@@ -117,6 +133,7 @@ class ControlHandlers:
         router.add_route("GET", CONTROL_PREFIX + "/faults", self._control_get_faults)
         router.add_route("POST", CONTROL_PREFIX + "/faults", self._control_set_faults)
         router.add_route("POST", CONTROL_PREFIX + "/drop_ws", self._control_drop_ws)
+        router.add_route("POST", CONTROL_PREFIX + "/md_gap", self._control_md_gap)
         router.add_route("POST", CONTROL_PREFIX + "/rfqs", self._control_create_rfq)
         router.add_route("GET", CONTROL_PREFIX + "/state", self._control_state)
         router.add_route("POST", CONTROL_PREFIX + "/settle", self._control_settle)
@@ -142,6 +159,9 @@ class ControlHandlers:
 
     async def _control_drop_ws(self, request: web.Request) -> web.Response:
         return json_response(200, {"dropped": await self._server.drop_ws()})
+
+    async def _control_md_gap(self, request: web.Request) -> web.Response:
+        return json_response(200, {"pending_gaps": self._server.market_feed.skip_next_delta()})
 
     async def _control_state(self, request: web.Request) -> web.Response:
         return json_response(200, self._server.state())

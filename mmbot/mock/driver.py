@@ -16,6 +16,18 @@ Three activities run while the mock exchange serves:
   plan asks for a partial fill. When nothing is acceptable it
   decides again as soon as another quote arrives. After ``lifetime_seconds x time_scale``
   it deletes the RFQ if it is still open.
+* informed requesters: about ``informed_fraction`` of the stream's RFQs (the plan's
+  ``informed`` flag, drawn under the seed) come from requesters that never shop within a
+  reservation. The driver notes the market's fair value when each quote on such an RFQ
+  is created; after every walk step, if fair has since moved against the maker by more
+  than ``informed_move_threshold`` (fell, for the maker's ``yes_bid``; rose, for its
+  ``no_bid``), the requester accepts that quote at once on the side the move made a
+  bargain (:func:`~mmbot.mock.informed.choose_bargain`). That picks off stale quotes,
+  which a maker's last look should decline. Without such a move the RFQ simply expires
+  at the end of its lifetime: an informed requester only trades with an edge. The check
+  rides on the walk, so with no walk (``step_interval_seconds`` 0) call
+  :meth:`SimulationDriver.informed_look` after moving a market by hand. Counted in
+  ``informed_rfqs`` and ``informed_accepts`` (also in ``acceptances``).
 
 The arrival and walk loops are supervised: an exception is logged and the loop restarts
 after a short delay. Exchange errors inside requester callbacks are logged and dropped,
@@ -35,8 +47,16 @@ from decimal import ROUND_FLOOR, Decimal
 import structlog
 
 from mmbot.mock.exchange import Exchange
+from mmbot.mock.informed import (
+    DEFAULT_INFORMED_FRACTION,
+    DEFAULT_INFORMED_MOVE_THRESHOLD,
+    InformedQuote,
+    choose_bargain,
+    threshold_micros,
+)
 from mmbot.mock.records import ExchangeEvent, RfqRecord, User
 from mmbot.mock.sim import (
+    Acceptance,
     QuoteView,
     RfqPlan,
     RfqStream,
@@ -87,6 +107,10 @@ class DriverStats:
     accept_errors: int = 0
     expired_deleted: int = 0
     task_restarts: int = 0
+    #: RFQs tracked for an informed requester (see the module docstring).
+    informed_rfqs: int = 0
+    #: Stale quotes informed requesters accepted after fair moved against the maker.
+    informed_accepts: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """The counters as a JSON-ready mapping."""
@@ -106,6 +130,8 @@ class _Tracked:
     decision: asyncio.TimerHandle | None = None
     expiry: asyncio.TimerHandle | None = None
     handles: list[asyncio.Handle] = field(default_factory=list)
+    # Informed requesters only: the market's fair value (micros) when each quote was made.
+    quoted_fair: dict[str, int] = field(default_factory=dict)
 
 
 class SimulationDriver:
@@ -120,12 +146,21 @@ class SimulationDriver:
         rfq_rate: float,
         step_interval_seconds: float = 1.0,
         restart_delay_seconds: float = 0.5,
+        informed_fraction: float = DEFAULT_INFORMED_FRACTION,
+        informed_move_threshold: Decimal = DEFAULT_INFORMED_MOVE_THRESHOLD,
     ) -> None:
         self.exchange = exchange
         self.requesters = list(requesters)
         self._by_id = {user.user_id: user for user in self.requesters}
         markets = list(exchange.markets.values())
-        self._stream = RfqStream(seed, rfq_rate, markets, [u.user_id for u in self.requesters])
+        self._stream = RfqStream(
+            seed,
+            rfq_rate,
+            markets,
+            [u.user_id for u in self.requesters],
+            informed_fraction=informed_fraction,
+        )
+        self._informed_threshold = threshold_micros(informed_move_threshold)
         self._walk_rng = random.Random(f"mmbot-mock-walk:{seed}")  # noqa: S311 - simulation
         self._step_interval = step_interval_seconds
         self._restart_delay = restart_delay_seconds
@@ -201,6 +236,7 @@ class SimulationDriver:
                 # The nominal interval rather than the measured one keeps the walk
                 # reproducible under the seed however busy the event loop is.
                 market.step(self._walk_rng, self._step_interval)
+            self.informed_look()
 
     def _launch(self, plan: RfqPlan) -> RfqRecord | None:
         requester = self._by_id.get(plan.requester)
@@ -231,6 +267,8 @@ class SimulationDriver:
         """Make the RFQ's requester behave per ``plan``: decide on quotes, expire the RFQ."""
         tracked = _Tracked(rfq.id, rfq.creator, plan, fixed_reservation)
         self._tracked[rfq.id] = tracked
+        if plan.informed:
+            self.stats.informed_rfqs += 1
         loop = asyncio.get_running_loop()
         tracked.expiry = loop.call_later(
             plan.lifetime_seconds * self.exchange.time_scale, self._expire, rfq.id
@@ -246,6 +284,11 @@ class SimulationDriver:
             if event.type == "rfq_deleted":
                 self._cancel_timers(tracked)
                 del self._tracked[event.rfq_id]
+            elif event.type == "quote_created" and tracked.plan.informed:
+                # No decision timer: the walk loop checks informed RFQs after each step.
+                quote_id = str(next(iter(event.messages.values()))["quote_id"])
+                market = self.exchange.markets[tracked.plan.market_ticker]
+                tracked.quoted_fair[quote_id] = market.fair_micros
             elif event.type == "quote_created" and tracked.decision is None:
                 loop = asyncio.get_running_loop()
                 if tracked.quotes_seen:
@@ -290,6 +333,42 @@ class SimulationDriver:
         choice = choose_quote(plan, views)
         if choice is None:
             return  # nothing acceptable: decide again when the next quote arrives
+        self._accept(tracked, choice)
+
+    def informed_look(self) -> None:
+        """Let every informed requester pick off a quote fair has moved past (after a step)."""
+        # A copy: accepting emits events that may drop entries from the dict.
+        for tracked in [t for t in self._tracked.values() if t.quoted_fair]:
+            try:
+                self._pick_off(tracked)
+            except MockApiError as exc:
+                self.stats.accept_errors += 1
+                log.info("mock_accept_failed", rfq_id=tracked.rfq_id, error=str(exc))
+            except Exception:
+                self.stats.accept_errors += 1
+                log.exception("mock_informed_decision_failed", rfq_id=tracked.rfq_id)
+
+    def _pick_off(self, tracked: _Tracked) -> None:
+        rfq = self.exchange.rfqs.get(tracked.rfq_id)
+        if rfq is None or rfq.status != "open":
+            return
+        quotes = self.exchange.quotes_on(rfq)
+        if any(q.status in ("accepted", "confirmed") for q in quotes):
+            return  # a deal is in flight; the maker confirms (or declines) first
+        held = [
+            InformedQuote(QuoteView(q.id, q.yes_bid, q.no_bid, q.seq), tracked.quoted_fair[q.id])
+            for q in quotes
+            if q.status == "open" and q.id in tracked.quoted_fair
+        ]
+        choice = choose_bargain(
+            held, rfq.market.fair_micros, self._informed_threshold, tracked.plan.partial_fraction
+        )
+        if choice is None:
+            return
+        self._accept(tracked, choice)
+        self.stats.informed_accepts += 1
+
+    def _accept(self, tracked: _Tracked, choice: Acceptance) -> None:
         quote = self.exchange.quotes[choice.quote_id]
         offered = quote.yes_contracts if choice.accepted_side == "yes" else quote.no_contracts
         self.exchange.accept_quote(

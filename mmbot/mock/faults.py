@@ -35,7 +35,15 @@ The server (:mod:`mmbot.mock.server`) decides where each fault applies:
   quote's creator (the maker) is altered on the wire only, the exchange's record staying
   as it was: the accepted side's bid becomes ``"0.0100"``; ``contracts_accepted_fp`` and
   the accepted side's ``*_contracts_offered_fp`` become nine times the accepted size; or
-  ``market_ticker`` names another market. Each is drawn on its own.
+  ``market_ticker`` names another market. Each is drawn on its own;
+* ``market_updates_per_second``: when > 0, the market-data feed
+  (:mod:`mmbot.mock.marketfeed`) moves the fair value of the subscribed markets
+  round-robin, one grid tick at a time (alternately up and down), so that about this
+  many top-of-book changes a second are published on ``orderbook_delta`` and
+  ``ticker``, on top of the normal random walk (0, the default: the walk only);
+* ``md_gap_fraction``: that share of ``orderbook_delta`` messages is not sent although
+  its ``seq`` is spent, so the subscriber sees a sequence gap (``malformed_fraction``
+  applies to market-data frames too).
 
 Every fraction is within [0, 1]; every other knob is a finite number >= 0.
 """
@@ -62,6 +70,7 @@ _FRACTIONS = frozenset(
         "tamper_accept_price_fraction",
         "tamper_accept_size_fraction",
         "tamper_accept_market_fraction",
+        "md_gap_fraction",
     }
 )
 
@@ -93,6 +102,9 @@ class FaultConfig:
     tamper_accept_price_fraction: Share = 0.0
     tamper_accept_size_fraction: Share = 0.0
     tamper_accept_market_fraction: Share = 0.0
+    #: Top-of-book changes a second the market-data feed forces (0: the random walk only).
+    market_updates_per_second: float = 0.0
+    md_gap_fraction: Share = 0.0
 
     def __post_init__(self) -> None:
         for spec in fields(self):

@@ -27,6 +27,8 @@ The rest lives in modules of its own, each documenting its part of the protocol:
 * :mod:`mmbot.mock.auth`: the signed API-key headers and the control token;
 * :mod:`mmbot.mock.rest_handlers`: the trade API endpoints;
 * :mod:`mmbot.mock.ws`: the ``communications`` WebSocket, its commands and sharding;
+* :mod:`mmbot.mock.marketfeed`: the ``orderbook_delta`` and ``ticker`` channels, driven
+  by the simulated fair values;
 * :mod:`mmbot.mock.control`: the ``/_mock/`` control endpoints (faults, settlement, frames,
   rate limit, benchmark), for tests and operators;
 * :mod:`mmbot.mock.ratelimit`: the per-user write token bucket and Kalshi's token costs;
@@ -67,6 +69,7 @@ from mmbot.mock.http_util import (
     error_response,
     json_response,
 )
+from mmbot.mock.marketfeed import MarketFeed
 from mmbot.mock.markets import market_wire
 from mmbot.mock.ratelimit import DEFAULT_WRITE_COST, QUOTE_WRITE_COST, TokenBucket, write_cost
 from mmbot.mock.records import ExchangeEvent, User
@@ -195,6 +198,8 @@ class MockExchange:
             seed=self.config.seed,
             rfq_rate=self.config.rfq_rate,
             step_interval_seconds=self.config.market_step_seconds,
+            informed_fraction=self.config.informed_fraction,
+            informed_move_threshold=self.config.informed_move_threshold,
         )
         self._auth = Authenticator(self.config, self.faults)
         self._connections: set[Connection] = set()
@@ -217,6 +222,8 @@ class MockExchange:
         market_seq = {m.ticker: len(markets) - i for i, m in enumerate(markets)}
         self._rest = RestHandlers(self._exchange, self.bench, self.config, market_seq)
         self._control = ControlHandlers(self)
+        #: The market-data channels (``orderbook_delta``, ``ticker``).
+        self.market_feed = MarketFeed(self)
         self._exchange.listeners.append(self._broadcast)
         self._exchange.partial_fill = self.faults.partial_fill
         self._exchange.fill_listing_delay = self.faults.fill_listing_delay
@@ -258,6 +265,7 @@ class MockExchange:
         address = runner.addresses[0]
         self._port = int(address[1])
         self.driver.start()
+        self.market_feed.start()
         log.info("mock_exchange_started", rest_url=self.rest_url, ws_url=self.ws_url)
         return self
 
@@ -269,6 +277,7 @@ class MockExchange:
             self.bench_source.stop()
             self.bench_source = None
         await self.driver.stop()
+        await self.market_feed.stop()
         await self.drop_ws(code=1001, message=b"mock exchange shutting down")
         if runner is not None:
             await runner.cleanup()
@@ -419,7 +428,7 @@ class MockExchange:
             "refusing_quote_deletes_for_seconds": round(
                 self.faults.delete_503_remaining_seconds(), 3
             ),
-            "stats": self.stats.to_dict(),
+            "stats": {**self.stats.to_dict(), **self.market_feed.stats.to_dict()},
             "driver": self.driver.stats.to_dict(),
             "rate_limit": self.rate_limit_state(),
         }

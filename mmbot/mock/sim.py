@@ -28,6 +28,7 @@ import bisect
 import functools
 import math
 import random
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -235,6 +236,19 @@ def _div_round(numerator: int, denominator: int) -> int:
     return magnitude if numerator >= 0 else -magnitude
 
 
+@functools.lru_cache(maxsize=4096)
+def _level_sizes(ticker: str, side: str, count: int) -> tuple[Decimal, ...]:
+    """Contracts resting at each of ``count`` grid prices on one side of a market's book."""
+    sizes = []
+    for index in range(count):
+        # A hash rather than a draw: the size at a price must not change as the fair value
+        # moves. Lower prices (deeper on either side) rest more, as far from the touch.
+        base = 1 + zlib.crc32(f"{ticker}:{side}:{index}".encode()) % 50
+        depth_factor = 1 + (count - 1 - index) * 4 // max(count, 1)
+        sizes.append(Decimal(base * depth_factor).quantize(_CONTRACT_QUANTUM))
+    return tuple(sizes)
+
+
 @dataclass(slots=True)
 class SimMarket:
     """A simulated market with a hidden fair value that random-walks over time."""
@@ -343,30 +357,27 @@ class SimMarket:
     ) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
         """YES and NO bid levels as (price, contracts), ascending so the best price is last.
 
-        Up to ``depth`` levels per side on consecutive grid prices; sizes come from ``rng``
-        (YES side first, deepest level first), so the same rng state gives the same book.
+        Up to ``depth`` levels per side on consecutive grid prices. A level's size is a
+        fixed function of the market, side and price (``rng`` is accepted for callers but
+        not drawn from): when the touch moves one tick only the level it crosses appears or
+        disappears, as on a real book, so the market-data feed
+        (:mod:`mmbot.mock.marketfeed`) sends a couple of deltas per move, not a new book.
         """
         points = grid_prices(self.grid)
         bid_index, ask_index = self._quote_indices()
         # The grid is symmetric, so the NO price 1 - points[i] is points[n - 1 - i].
         no_index = len(points) - 1 - ask_index
         return (
-            self._levels(points, bid_index, depth, rng),
-            self._levels(points, no_index, depth, rng),
+            self._levels(points, bid_index, depth, _level_sizes(self.ticker, "yes", len(points))),
+            self._levels(points, no_index, depth, _level_sizes(self.ticker, "no", len(points))),
         )
 
     @staticmethod
     def _levels(
-        points: tuple[Decimal, ...], best: int, depth: int, rng: random.Random
+        points: tuple[Decimal, ...], best: int, depth: int, sizes: tuple[Decimal, ...]
     ) -> list[tuple[Decimal, Decimal]]:
         lowest = max(0, best - max(depth, 0) + 1)
-        levels = []
-        for index in range(lowest, best + 1):
-            # Deeper levels rest more size, as on a real book far from the touch.
-            distance = best - index
-            contracts = rng.randint(1, 50) * (1 + distance)
-            levels.append((points[index], Decimal(contracts).quantize(_CONTRACT_QUANTUM)))
-        return levels
+        return [(points[index], sizes[index]) for index in range(lowest, best + 1)]
 
     def step(self, rng: random.Random, dt_seconds: float) -> None:
         """Advance the fair value by ``dt_seconds`` of random walk (integer arithmetic only).
@@ -572,6 +583,9 @@ class RfqPlan:
     #: Seed-deterministic offset of ``reservation`` from the outcome's fair value
     #: (premium excluded), kept so the reservation can be recomputed at a later fair.
     valuation_noise_micros: int = 0
+    #: An informed requester ignores ``reservation`` and waits to pick off a quote the
+    #: market has moved past (see :mod:`mmbot.mock.informed`).
+    informed: bool = False
 
     def __post_init__(self) -> None:
         if (self.contracts is None) == (self.target_cost_dollars is None):
@@ -632,6 +646,8 @@ class RfqStream:
     markets keep their order), ``contracts``, ``target_cost_dollars``, ``rest_remainder``,
     ``wants``, ``lifetime_seconds``, ``decision_delay_seconds``, ``partial_fraction`` and
     ``valuation_noise_micros``; the market walk never changes how many draws a plan takes.
+    ``informed`` (true for about ``informed_fraction`` of plans) comes from a second
+    generator seeded from ``seed``, so turning it on leaves every other field unchanged.
     """
 
     def __init__(
@@ -640,10 +656,16 @@ class RfqStream:
         rate_per_second: float,
         markets: Sequence[SimMarket],
         requesters: Sequence[str],
+        *,
+        informed_fraction: float = 0.0,
     ) -> None:
         if math.isnan(rate_per_second) or math.isinf(rate_per_second):
             raise ValueError("rate_per_second must be finite")
+        if not 0 <= informed_fraction <= 1:
+            raise ValueError("informed_fraction must be within [0, 1]")
         self._rng = random.Random(seed)  # noqa: S311 - simulation, not security
+        self._informed_rng = random.Random(f"mmbot-mock-informed:{seed}")  # noqa: S311
+        self._informed_fraction = informed_fraction
         self._rate = rate_per_second
         # Kept by reference: the exchange walks these markets, and the reservation must
         # read their fair value at arrival time.
@@ -693,6 +715,8 @@ class RfqStream:
             decision_delay_seconds=decision_delay,
             partial_fraction=partial,
             valuation_noise_micros=noise,
+            # One draw per plan whatever the fraction, so the flags replay under the seed.
+            informed=self._informed_rng.random() < self._informed_fraction,
         )
         return gap, plan
 

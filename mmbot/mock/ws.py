@@ -1,9 +1,13 @@
-"""The ``communications`` WebSocket: one client's subscriptions, commands and send queue.
+"""The WebSocket: one client's subscriptions, commands and send queue.
 
 Protocol
     Commands ``subscribe``, ``unsubscribe``, ``list_subscriptions`` and
-    ``update_subscription`` with the documented error codes. Only the ``communications``
-    channel is served; other documented channels answer error 10. RFQ events go to every
+    ``update_subscription`` with the documented error codes. The ``communications``
+    channel is served here, the market-data channels ``orderbook_delta`` and ``ticker``
+    by :mod:`mmbot.mock.marketfeed` (snapshots and deltas with a per-sid ``seq``, tickers,
+    ``add_markets`` / ``delete_markets`` / ``get_snapshot``; see there); other documented
+    channels answer error 10. One ``subscribe`` may name several channels: each gets its
+    own ``subscribed`` reply and sid. RFQ events go to every
     subscriber (only one's own RFQs with ``user_filter: "self"``), quote events only to the
     RFQ's creator and the quote's creator, each with its own ``subaccount`` when it used
     one. An ``rfq_created`` shows ``creator_id`` "" to others and the creator its own id.
@@ -36,6 +40,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from mmbot.mock.marketfeed import MARKET_CHANNELS, MarketDataCommandError
 from mmbot.mock.records import ExchangeEvent, User
 
 if TYPE_CHECKING:
@@ -327,6 +332,10 @@ class Connection:
             sent += 1
         return sent
 
+    def send_market_data(self, text: str) -> bool:
+        """Queue one market-data frame (stamped with ``sending_ts_ms`` as it is sent)."""
+        return self._put(text)
+
     def send_exact(self, data: str | bytes) -> bool:
         """Queue ``data`` as one frame, exactly as given, whatever this connection subscribed."""
         return self._put(_Raw(data))
@@ -376,11 +385,13 @@ class Connection:
             elif cmd == "list_subscriptions":
                 self._list(cmd_id)
             elif cmd == "update_subscription":
-                self._update(params)
+                self._update(cmd_id, params)
             else:
                 raise _CommandError(5, f"unknown command {cmd[:40]!r}")
         except _CommandError as exc:
             self._put(_error_frame(cmd_id, exc.code, exc.text))
+        except MarketDataCommandError as exc:
+            self._put(_error_frame(cmd_id, exc.code, exc.text, exc.market_ticker))
 
     def _subscribe(self, cmd_id: int | None, params: dict[str, Any] | None) -> None:
         if params is None:
@@ -394,8 +405,17 @@ class Connection:
             if channel not in DOCUMENTED_CHANNELS:
                 raise _CommandError(8, f"unknown channel name {channel[:40]!r}")
         for channel in channels:
-            if channel != COMMUNICATIONS:
+            if channel != COMMUNICATIONS and channel not in MARKET_CHANNELS:
                 raise _CommandError(10, f"channel {channel} not supported by the mock")
+        feed = self.server.market_feed
+        # Every channel is validated before any subscription is made.
+        plans = feed.plan(
+            self, [c for c in dict.fromkeys(channels) if c in MARKET_CHANNELS], params
+        )
+        if COMMUNICATIONS not in channels:
+            for channel, tickers in plans:
+                feed.open(self, cmd_id, next(self._sids), channel, tickers, params)
+            return
         shard_factor = _opt_int(params, "shard_factor")
         shard_key = _opt_int(params, "shard_key")
         if shard_factor is not None and shard_factor <= 0:
@@ -419,6 +439,8 @@ class Connection:
                 cmd_id, {"type": "subscribed", "msg": {"channel": COMMUNICATIONS, "sid": sub.sid}}
             )
         )
+        for channel, tickers in plans:
+            feed.open(self, cmd_id, next(self._sids), channel, tickers, params)
 
     def _unsubscribe(self, cmd_id: int | None, params: dict[str, Any] | None) -> None:
         if params is None:
@@ -431,18 +453,25 @@ class Connection:
         ):
             raise _CommandError(1, "sids must be a list of integers")
         # All or nothing: an unknown sid leaves every subscription in place.
+        market = self.server.market_feed.subscriptions_of(self)
         for sid in sids:
-            if sid not in self.subscriptions:
+            if sid not in self.subscriptions and sid not in market:
                 raise _CommandError(7, f"unknown subscription id {sid}")
         for sid in dict.fromkeys(sids):
-            sub = self.subscriptions.pop(sid)
-            self.reply(_with_id(cmd_id, {"sid": sid, "seq": sub.sent + 1, "type": "unsubscribed"}))
+            if sid in market:
+                seq = self.server.market_feed.close(self, sid).seq + 1
+            else:
+                seq = self.subscriptions.pop(sid).sent + 1
+            self.reply(_with_id(cmd_id, {"sid": sid, "seq": seq, "type": "unsubscribed"}))
 
     def _list(self, cmd_id: int | None) -> None:
-        listed = [{"channel": COMMUNICATIONS, "sid": sid} for sid in self.subscriptions]
+        channels = {sid: COMMUNICATIONS for sid in self.subscriptions}
+        for sid, sub in self.server.market_feed.subscriptions_of(self).items():
+            channels[sid] = sub.channel
+        listed = [{"channel": channels[sid], "sid": sid} for sid in sorted(channels)]
         self.reply(_with_id(cmd_id, {"type": "ok", "msg": listed}))
 
-    def _update(self, params: dict[str, Any] | None) -> None:
+    def _update(self, cmd_id: int | None, params: dict[str, Any] | None) -> None:
         if params is None:
             raise _CommandError(2, "params required")
         action = params.get("action")
@@ -460,6 +489,10 @@ class Connection:
         sid = sids[0]
         if isinstance(sid, bool) or not isinstance(sid, int):
             raise _CommandError(1, "sid must be an integer")
+        market = self.server.market_feed.subscriptions_of(self).get(sid)
+        if market is not None:
+            self.server.market_feed.update(self, cmd_id, market, action, params)
+            return
         if sid not in self.subscriptions:
             raise _CommandError(7, f"unknown subscription id {sid}")
         raise _CommandError(
@@ -486,6 +519,7 @@ class Connection:
     async def stop_tasks(self) -> None:
         """Stop the writer and pinger and every pending timer of this connection."""
         self.closing = True
+        self.server.market_feed.forget(self)
         self._drop_held()
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -500,10 +534,11 @@ def _with_id(cmd_id: int | None, frame: dict[str, Any]) -> dict[str, Any]:
     return {"id": cmd_id, **frame} if cmd_id is not None else frame
 
 
-def _error_frame(cmd_id: int | None, code: int, text: str) -> str:
-    return orjson.dumps(
-        _with_id(cmd_id, {"type": "error", "msg": {"code": code, "msg": text}})
-    ).decode()
+def _error_frame(cmd_id: int | None, code: int, text: str, market_ticker: str | None = None) -> str:
+    msg: dict[str, Any] = {"code": code, "msg": text}
+    if market_ticker is not None:
+        msg["market_ticker"] = market_ticker
+    return orjson.dumps(_with_id(cmd_id, {"type": "error", "msg": msg})).decode()
 
 
 def _malformed(frame: str, event_type: str, sid: int, variant: int) -> str:
