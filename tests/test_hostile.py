@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from mmbot.kalshi.errors import KalshiError
+from mmbot.kalshi.history import HistoryWindows
 from mmbot.kalshi.models import (
     ErrorReply,
     MalformedMessage,
@@ -567,6 +568,9 @@ def hostile_client(
         retry_deadline_seconds=0.0,
         transport=httpx.MockTransport(answer),
         sleep=_no_sleep,
+        # No patience either for a history window that keeps failing: without sleeps, a
+        # 30 s deadline would be 30 s of instant retries for every 5xx example.
+        history=HistoryWindows(deadline_seconds=0.0),
     )
 
 
