@@ -14,6 +14,7 @@ from mmbot.config import (
     environment_of,
 )
 from mmbot.kalshi.auth import KeyLoadError, Signer
+from mmbot.kalshi.bookfeed import OrderbookFeed
 from mmbot.kalshi.history import HistoryWindows
 from mmbot.kalshi.rest import KalshiRestClient, ResponseObserver
 from mmbot.kalshi.ws import CommunicationsStream
@@ -22,6 +23,7 @@ from mmbot.logs import get_logger
 __all__ = [
     "auth_refused_message",
     "build_communications_stream",
+    "build_orderbook_feed",
     "build_rest_client",
     "build_signer",
     "describe_exchange",
@@ -161,6 +163,22 @@ def build_communications_stream(
         signer,
         shard_factor=settings.shard_factor,
         shard_key=settings.shard_key,
+        ping_interval_seconds=settings.ws_ping_interval_seconds,
+        ping_timeout_seconds=settings.ws_ping_timeout_seconds,
+        reconnect_min_seconds=settings.ws_reconnect_min_seconds,
+        reconnect_max_seconds=settings.ws_reconnect_max_seconds,
+        open_timeout_seconds=settings.request_timeout_seconds,
+    )
+
+
+def build_orderbook_feed(
+    settings: KalshiSettings, signer: Signer | None, *, linger_seconds: float
+) -> OrderbookFeed:
+    """Create the order-book feed on the same WebSocket URL and keep-alive as the stream."""
+    return OrderbookFeed(
+        settings.ws_url,
+        signer,
+        linger_seconds=linger_seconds,
         ping_interval_seconds=settings.ws_ping_interval_seconds,
         ping_timeout_seconds=settings.ws_ping_timeout_seconds,
         reconnect_min_seconds=settings.ws_reconnect_min_seconds,

@@ -13,6 +13,7 @@ from mmbot.config import Settings
 from mmbot.engine import Engine, ReconcileRequests
 from mmbot.fees import FeeModel
 from mmbot.journal import Journal
+from mmbot.kalshi.bookfeed import OrderbookFeed
 from mmbot.kalshi.rest import KalshiRestClient
 from mmbot.kalshi.ws import CommunicationsStream
 from mmbot.marketdata import MarketData
@@ -44,6 +45,7 @@ def build_engine(
     rest: KalshiRestClient,
     stream: CommunicationsStream,
     journal: Journal,
+    feed: OrderbookFeed | None = None,
     router: StrategyRouter,
     metrics: Metrics | None = None,
     status: Callable[[str], None] | None = None,
@@ -52,8 +54,9 @@ def build_engine(
 ) -> Engine:
     """Build the risk book, market data, quote manager and engine, wired to one another.
 
-    ``metrics`` (if any) observes the quote latencies and the stream's feed delay, and reads
-    its state from the engine;
+    ``feed`` (if any) streams the books of the markets RFQs come for; REST polls only
+    what it does not cover. ``metrics`` (if any) observes the quote latencies, the stream's
+    feed delay and the books' lag, and reads its state from the engine;
     ``status`` is given the periodic status line, when logs are not JSON; with JSON logs the
     engine logs a ``status`` event instead (see :meth:`Engine.report_status`). With
     ``run.shadow`` set, ``rest`` must be read-only and nothing is quoted. ``observer`` (the
@@ -71,6 +74,7 @@ def build_engine(
         ttl_seconds=settings.marketdata.ttl_seconds,
         refresh_seconds=settings.marketdata.refresh_seconds,
         price_listeners=(risk.mark,),
+        feed=feed,
     )
     reconcile_requests = ReconcileRequests()
     # One supervisor for every event's task, the engine's and the quote manager's alike.
@@ -110,4 +114,6 @@ def build_engine(
         metrics.bind(engine)
         # The stream is built before the metrics are known to it (see clients.py).
         stream.on_feed_delay = metrics.ws_feed_delay
+        if feed is not None:
+            feed.on_lag = metrics.md_update_lag
     return engine

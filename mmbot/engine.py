@@ -207,6 +207,9 @@ class Engine:
             asyncio.create_task(self._supervise("catch_up", self._reconcile_once_subscribed)),
             asyncio.create_task(self._supervise("reconcile", self._reconcile_periodically)),
         ]
+        feed = self.market_data.feed
+        if feed is not None:
+            background.append(asyncio.create_task(self._supervise("orderbook_feed", feed.run)))
         if self._status is not None:
             background.append(asyncio.create_task(self._supervise("status", self._report)))
         try:
@@ -679,6 +682,7 @@ class Engine:
             ws_invalid=stats.malformed,
             ws_unknown=stats.unknown,
             ws_reconnects=stats.reconnects,
+            md=self.market_data.feed.stats if self.market_data.feed is not None else None,
             journal_backlog=self.journal.backlog,
             journal_lost=self.journal.lost,
             journal_healthy=self.journal.healthy,
@@ -701,6 +705,8 @@ class Engine:
         timeout = self.settings.shutdown.timeout_seconds
         self.quotes.quoting = False
         await self.stream.close()
+        if self.market_data.feed is not None:
+            await self.market_data.feed.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

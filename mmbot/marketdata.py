@@ -1,11 +1,20 @@
-"""Reference prices and price grids per market, with staleness.
+"""Reference prices and price grids per market, with staleness and a source.
 
-Markets come from ``GET /markets`` (all open markets at start-up, then the
-quoted ones in batches every ``marketdata.refresh_seconds``) and from
-``GET /markets/{ticker}`` on a cache miss. A market older than
-``marketdata.ttl_seconds`` is stale, and the daemon does not quote on stale
-data. When a refresh moves a market's reference mid, ``on_refresh`` is called
-so live quotes can be replaced.
+Two sources, the fresher one wins:
+
+- **stream**: the live books of Kalshi's ``orderbook_delta`` channel
+  (:class:`~mmbot.kalshi.bookfeed.OrderbookFeed`), for every market an RFQ came for in
+  the last ``marketdata.stream_linger_seconds`` and every market a live quote depends on.
+  A book is as current as the last message of its subscription, since the sequence
+  numbers prove nothing was missed in between.
+- **rest**: ``GET /markets`` (all open markets at start-up, then, every
+  ``marketdata.refresh_seconds``, the quoted markets the stream does not cover freshly:
+  while it is down, resynchronising, or quiet) and ``GET /markets/{ticker}`` on a miss.
+  REST also gives what the stream does not: the price grid, the event, the last trade.
+
+A market older than ``marketdata.ttl_seconds`` is stale, and the daemon neither quotes
+nor confirms on stale data. When a market's reference mid changes, ``on_refresh`` is
+called with its ticker and mid so live quotes can be replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from decimal import Decimal
 
 import structlog
 
+from mmbot.kalshi.bookfeed import BookTop, OrderbookFeed
 from mmbot.kalshi.errors import KalshiError, NotFoundError
 from mmbot.kalshi.models import Market
 from mmbot.kalshi.rest import KalshiRestClient
@@ -48,12 +58,20 @@ def _book(market: Market) -> tuple[Decimal | None, Decimal | None, Decimal | Non
     )
 
 
+def _mid(bid: Decimal | None, ask: Decimal | None, last: Decimal | None) -> Decimal | None:
+    if bid is not None and ask is not None:
+        # A crossed or locked book has no mid: neither side can be trusted to be current.
+        return (bid + ask) / _TWO if bid < ask else None
+    return last
+
+
 def reference_mid(market: Market) -> Decimal | None:
     """The market's reference price: the YES bid/ask mid, else the last trade, else None."""
-    bid, ask, last = _book(market)
-    if bid is not None and ask is not None and bid < ask:
-        return (bid + ask) / _TWO
-    return last
+    return _mid(*_book(market))
+
+
+def _inside(price: Decimal | None) -> Decimal | None:
+    return price if price is not None and _ZERO < price < _ONE else None
 
 
 _SETTLED_STATUSES = frozenset({"determined", "finalized", "settled", "amended"})
@@ -87,14 +105,16 @@ class MarketData:
         ttl_seconds: float,
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
-        on_refresh: Callable[[Market], None] | None = None,
+        on_refresh: Callable[[str, Decimal | None], None] | None = None,
         price_listeners: Iterable[Callable[[str, Decimal | None], None]] = (),
+        feed: OrderbookFeed | None = None,
     ) -> None:
-        """Cache markets fetched through ``rest``; tell the listeners of what is fetched.
+        """Cache markets fetched through ``rest`` or streamed by ``feed``; tell the listeners.
 
-        ``on_refresh`` is called with each market a background refresh fetched (the quote
-        manager requotes on it); each of ``price_listeners`` with every market's ticker and
-        reference price as it is stored (the risk book marks to market with it).
+        ``on_refresh`` is called with the ticker and reference mid of each market a
+        background refresh fetched or the stream moved (the quote manager requotes on it);
+        each of ``price_listeners`` with every market's ticker and reference price as it is
+        stored (the risk book marks to market with it).
         """
         self._rest = rest
         self.ttl_seconds = ttl_seconds
@@ -106,6 +126,12 @@ class MarketData:
         self._watched: dict[str, int] = {}
         self._last_ok: float | None = None
         self.price_listeners: list[Callable[[str, Decimal | None], None]] = list(price_listeners)
+        self.feed = feed
+        if feed is not None:
+            # Its as_of is compared with our fetch times: one clock for both.
+            feed.clock = clock
+            feed.on_top = self._on_top
+            feed.pinned = self._watched.__contains__
 
     # ------------------------------------------------------------------ reads (sync, hot path)
 
@@ -114,10 +140,23 @@ class MarketData:
         entry = self._entries.get(ticker)
         return entry.market if entry else None
 
+    def _streamed(self, ticker: str, entry: _Entry | None) -> BookTop | None:
+        """The stream's book of ``ticker`` when it is at least as recent as the REST copy."""
+        feed = self.feed
+        if feed is None:
+            return None
+        top = feed.top(ticker)
+        if top is None or (entry is not None and top.as_of < entry.fetched_at):
+            return None
+        return top
+
     def age(self, ticker: str) -> float | None:
-        """Seconds since the market was fetched, or None if never."""
+        """Seconds since the market's data was last known current, or None if never."""
         entry = self._entries.get(ticker)
-        return None if entry is None else self._clock() - entry.fetched_at
+        if entry is None:
+            return None
+        top = self._streamed(ticker, entry)
+        return self._clock() - (top.as_of if top is not None else entry.fetched_at)
 
     def is_fresh(self, ticker: str) -> bool:
         """True when the market is cached and younger than the TTL."""
@@ -125,8 +164,13 @@ class MarketData:
         return age is not None and age <= self.ttl_seconds
 
     def last_success_age(self) -> float | None:
-        """Seconds since a market-data request last succeeded, or None if none has."""
-        return None if self._last_ok is None else self._clock() - self._last_ok
+        """Seconds since market data last came in (a REST answer or a stream message)."""
+        ages = [] if self._last_ok is None else [self._clock() - self._last_ok]
+        if self.feed is not None:
+            streamed = self.feed.last_message_age()
+            if streamed is not None:
+                ages.append(streamed)
+        return min(ages) if ages else None
 
     def view(self, ticker: str, position: Decimal) -> MarketView | None:
         """What a strategy sees of the market, or None if it was never fetched."""
@@ -134,8 +178,18 @@ class MarketData:
         if entry is None:
             return None
         market = entry.market
-        age = self._clock() - entry.fetched_at
         bid, ask, last = _book(market)
+        top = self._streamed(ticker, entry)
+        if top is None:
+            as_of, source = entry.fetched_at, "rest"
+        else:
+            bid, ask = _inside(top.yes_bid), _inside(top.yes_ask)
+            as_of, source = top.as_of, "stream"
+            if bid is None and ask is None:
+                # The stream proves the book empty now: a polled last trade, however old,
+                # is no reference for it.
+                last = None
+        age = self._clock() - as_of
         return MarketView(
             ticker=market.ticker,
             event_ticker=market.event_ticker or "",
@@ -147,7 +201,23 @@ class MarketData:
             age_seconds=age,
             stale=age > self.ttl_seconds,
             position=position,
+            source=source,
         )
+
+    def _on_top(self, ticker: str) -> None:
+        """The stream moved a market's best bid or ask: mark and requote on the new mid."""
+        entry = self._entries.get(ticker)
+        top = self._streamed(ticker, entry)
+        if top is None or entry is None:
+            # An invalidated book: the REST copy stands in, and ages, until the snapshot.
+            return
+        bid, ask = _inside(top.yes_bid), _inside(top.yes_ask)
+        last = _book(entry.market)[2] if bid is not None or ask is not None else None
+        mid = _mid(bid, ask, last)
+        for listener in self.price_listeners:
+            listener(ticker, mid)
+        if self.on_refresh is not None:
+            self.on_refresh(ticker, mid)
 
     # ------------------------------------------------------------------ fetching
 
@@ -168,6 +238,10 @@ class MarketData:
 
         After a failed fetch the stale entry is returned: callers check freshness anyway.
         """
+        if self.feed is not None and ticker in self._entries:
+            # Every market an RFQ comes for is followed on the stream for a while (only
+            # markets the exchange listed: an unknown one would spoil the subscription).
+            self.feed.want(ticker)
         if self.is_fresh(ticker):
             return self._entries[ticker].market
         task = self._inflight.get(ticker)
@@ -188,6 +262,8 @@ class MarketData:
             log.warning("market_fetch_failed", market=ticker, error=str(exc))
             return self.market(ticker)
         self._store(market)
+        if self.feed is not None:
+            self.feed.want(ticker)  # a market first met on this RFQ: stream it from now on
         return market
 
     async def prime(self) -> int:
@@ -202,6 +278,8 @@ class MarketData:
     def watch(self, ticker: str) -> None:
         """Keep ``ticker`` refreshed (a live quote depends on it)."""
         self._watched[ticker] = self._watched.get(ticker, 0) + 1
+        if self.feed is not None:
+            self.feed.want(ticker)
 
     def unwatch(self, ticker: str) -> None:
         """Undo one :meth:`watch`."""
@@ -223,7 +301,7 @@ class MarketData:
                 self._store(market)
                 refreshed += 1
                 if self.on_refresh is not None:
-                    self.on_refresh(market)
+                    self.on_refresh(market.ticker, reference_mid(market))
         return refreshed
 
     async def run(self) -> None:
@@ -232,12 +310,21 @@ class MarketData:
             await asyncio.sleep(self.refresh_seconds)
             try:
                 if self._watched:
-                    await self.refresh(list(self._watched))
+                    # Only what the stream does not cover freshly: down, resynchronising
+                    # or quiet for longer than a poll would be.
+                    behind = [t for t in self._watched if not self._stream_fresh(t)]
+                    if behind:
+                        await self.refresh(behind)
                 else:
                     await self._probe()
             except KalshiError as exc:
                 # Stale data stops quoting on its own; keep trying.
                 log.warning("market_refresh_failed", error=str(exc), markets=len(self._watched))
+
+    def _stream_fresh(self, ticker: str) -> bool:
+        feed = self.feed
+        top = feed.top(ticker) if feed is not None else None
+        return top is not None and self._clock() - top.as_of <= self.refresh_seconds
 
     async def _probe(self) -> None:
         # With nothing quoted nothing is refreshed, yet readiness must still tell whether

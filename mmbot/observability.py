@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from mmbot import __version__
 from mmbot.buildinfo import build_commit
 from mmbot.config import ConfigError, ConfigProblem, MetricsSettings
+from mmbot.kalshi.bookfeed import FeedStats
 from mmbot.logs import records_dropped
 
 __all__ = [
@@ -76,6 +77,12 @@ _QUOTE_BUCKETS: Final = (
 _CONFIRM_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0,
 )  # fmt: skip
+# How far an accepted side's value fell between the quote and the last look, in dollars
+# per contract. Dense around the cent-sized tolerances. Non-negative: a histogram with a
+# negative bound loses its _sum series, so a move our way is observed as 0.
+_LAST_LOOK_BUCKETS: Final = (
+    0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25,
+)  # fmt: skip
 _REST_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -83,6 +90,12 @@ _REST_BUCKETS: Final = (
 # the internet, seconds only when the exchange (or our clock) is in trouble.
 _FEED_DELAY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+# An order-book change at the exchange to the book we hold: the target is 50 ms at p99, so
+# the buckets are dense around it.
+_MD_LAG_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 )  # fmt: skip
 
 #: Every family mmbot exports (names as exposed, without ``_total``/``_bucket`` suffixes
@@ -142,6 +155,14 @@ FAMILIES: Final[dict[str, str]] = {
     "mmbot_recording_enabled": "gauge",
     "mmbot_recording_rows_total": "counter",
     "mmbot_recording_rows_dropped_total": "counter",
+    "mmbot_last_look_move_dollars": "histogram",
+    "mmbot_marketdata_update_lag_seconds": "histogram",
+    "mmbot_marketdata_stream_connected": "gauge",
+    "mmbot_marketdata_stream_markets": "gauge",
+    "mmbot_marketdata_stream_messages_total": "counter",
+    "mmbot_marketdata_stream_gaps_total": "counter",
+    "mmbot_marketdata_stream_malformed_total": "counter",
+    "mmbot_marketdata_stream_resyncs_total": "counter",
 }
 
 
@@ -199,6 +220,9 @@ class State:
     ws_invalid: int = 0
     ws_unknown: int = 0
     ws_reconnects: int = 0
+    #: The order-book stream's counters (:class:`mmbot.kalshi.bookfeed.FeedStats`); None
+    #: when market data is polled only.
+    md: FeedStats | None = None
     journal_backlog: int = 0
     journal_lost: int = 0
     journal_healthy: bool = True
@@ -340,6 +364,20 @@ class Metrics:
             buckets=_CONFIRM_BUCKETS,
             registry=reg,
         )
+        self.last_look_move_dollars = Histogram(
+            "mmbot_last_look_move_dollars",
+            "at each last look, how far the accepted side's value fell since the quote "
+            "was priced (dollars per contract; a move our way counts as 0)",
+            buckets=_LAST_LOOK_BUCKETS,
+            registry=reg,
+        )
+        self.md_update_lag_seconds = Histogram(
+            "mmbot_marketdata_update_lag_seconds",
+            "from an order-book change's ts_ms at the exchange to the book the strategy "
+            "reads being updated (our wall clock)",
+            buckets=_MD_LAG_BUCKETS,
+            registry=reg,
+        )
         self.ws_feed_delay_seconds = Histogram(
             "mmbot_ws_feed_delay_seconds",
             "from the exchange's sending_ts_ms to the frame received (our wall clock); "
@@ -429,6 +467,17 @@ class Metrics:
     def accept_to_confirm(self, seconds: float) -> None:
         """Observe one acceptance frame-to-confirm-acknowledged latency."""
         self.confirm_latency_seconds.observe(seconds)
+
+    def last_look_move(self, moved: Decimal) -> None:
+        """Observe how far (dollars) an accepted side moved against us by its last look."""
+        # A histogram takes floats; the decision itself was made on the exact Decimal.
+        self.last_look_move_dollars.observe(float(moved) if moved > 0 else 0.0)
+
+    def md_update_lag(self, seconds: float) -> None:
+        """Observe how far one applied order-book delta trailed the exchange's change."""
+        # A stamp from a clock ahead of ours would be negative: the delay is then unknown,
+        # and 0 is the least wrong bucket for it (the ws feed delay counts such skew).
+        self.md_update_lag_seconds.observe(seconds if seconds > 0 else 0.0)
 
     def ws_feed_delay(self, seconds: float) -> None:
         """Observe one frame's exchange-to-daemon delay (``CommunicationsStream.on_feed_delay``).
@@ -554,6 +603,37 @@ class _StateCollector(Collector):
         )
         yield counter(
             "mmbot_ws_reconnects_total", "WebSocket resubscriptions after a drop", s.ws_reconnects
+        )
+        md = s.md
+        yield gauge(
+            "mmbot_marketdata_stream_connected",
+            "1 while the order-book WebSocket is connected",
+            md is not None and md.connected,
+        )
+        yield gauge(
+            "mmbot_marketdata_stream_markets",
+            "markets followed on the order-book stream",
+            md.markets if md is not None else 0,
+        )
+        yield counter(
+            "mmbot_marketdata_stream_messages_total",
+            "order-book snapshots and deltas applied",
+            md.snapshots + md.deltas if md is not None else 0,
+        )
+        yield counter(
+            "mmbot_marketdata_stream_gaps_total",
+            "sequence gaps on the order-book stream (its books resynchronised)",
+            md.gaps if md is not None else 0,
+        )
+        yield counter(
+            "mmbot_marketdata_stream_malformed_total",
+            "order-book frames that could not be read (counted, logged, books resynchronised)",
+            md.malformed if md is not None else 0,
+        )
+        yield counter(
+            "mmbot_marketdata_stream_resyncs_total",
+            "snapshot requests after a gap or an unreadable frame",
+            md.resyncs if md is not None else 0,
         )
         health = s.health
         yield gauge(

@@ -24,7 +24,8 @@ What you are given
     ``rfq`` (:class:`mmbot.kalshi.models.Rfq`): ``market_ticker``, ``event_ticker``, the size
     as ``contracts_fp`` *or* as a dollar budget ``target_cost_dollars``, ``is_combo``.
     ``market`` (:class:`MarketView`): the book (``yes_bid``, ``yes_ask``, ``last_price``,
-    and ``mid``), the price grid, how old the data is (``age_seconds``, ``stale``), whether
+    and ``mid``, None on a crossed book), the price grid, how old the data is and where it
+    came from (``age_seconds``, ``stale``, ``source``: ``"stream"`` or ``"rest"``), whether
     it is a High Volatility Market (``hvm``) and our net ``position`` (> 0 YES, < 0 NO).
 
 Parameters
@@ -106,6 +107,15 @@ What the daemon does around you
     ``on_start`` runs once before the first quote; ``on_fill`` runs when one of our
     trades executes. Both are optional and, like ``quote``, must be quick.
 
+The last look (optional)
+    When a requester accepts one of your quotes, the daemon looks again before it
+    confirms. Stale market data declines the acceptance outright; otherwise it calls
+    ``confirm(accept, market)`` with an :class:`AcceptInfo` (side, our price, size, the
+    reference mid the quote was priced against, ``tolerance``) and the market as it
+    stands now. Return True to confirm, False or a short reason to decline (journaled
+    as ``last_look``). The default declines when the accepted side lost more than
+    ``quotes.last_look_tolerance`` since the quote was priced; an exception declines.
+
 Shipped strategies live in the ``strategies`` package (``fixed_spread``,
 ``inventory_skew``, ``size_aware``): read them as worked examples.
 """
@@ -130,10 +140,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from pydantic_core import PydanticCustomError
 
 from mmbot.kalshi.models import MveLeg, PriceRange, Rfq
+from mmbot.lastlook import AcceptInfo, default_last_look
 from mmbot.strategy_failures import failed, strategy_failure
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AcceptInfo",
     "FillInfo",
     "MarketView",
     "MveLeg",
@@ -232,12 +244,15 @@ class MarketView:
     age_seconds: float = 0.0  # how old this market data is
     stale: bool = False  # older than marketdata.ttl_seconds: strategies should decline
     position: Decimal = _ZERO  # our net position: > 0 YES contracts, < 0 NO contracts
+    # Where the book came from: "stream" (the live order book) or "rest" (a poll).
+    source: str = "rest"
 
     @property
     def mid(self) -> Decimal | None:
-        """Reference price of YES: the book's mid when both sides exist, else the last trade."""
+        """Reference price of YES: the book's mid, else the last trade; None if crossed."""
         if self.yes_bid is not None and self.yes_ask is not None:
-            return (self.yes_bid + self.yes_ask) / _TWO
+            # A crossed or locked book says one side is out of date: no reference at all.
+            return (self.yes_bid + self.yes_ask) / _TWO if self.yes_bid < self.yes_ask else None
         return self.last_price
 
     def tick_at(self, price: Decimal) -> Decimal:
@@ -301,6 +316,16 @@ class Strategy(Generic[P]):
     def quote(self, rfq: Rfq, market: MarketView) -> QuoteIntent | None:
         """Price one RFQ: pure, synchronous and fast; ``None`` means do not quote."""
         raise NotImplementedError
+
+    def confirm(self, accept: AcceptInfo, market: MarketView) -> bool | str:
+        """Last look at an acceptance: True confirms; False or a reason declines it.
+
+        Called when a requester accepts, with the market as it stands now (never stale:
+        the daemon declines on stale data before asking). Pure and fast like ``quote``.
+        The default declines when the accepted side lost more than
+        ``quotes.last_look_tolerance`` of value since the quote was priced.
+        """
+        return default_last_look(accept, market.mid)
 
     def on_start(self) -> None:
         """Run once before the first quote (optional)."""

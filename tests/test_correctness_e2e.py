@@ -477,7 +477,7 @@ async def test_an_adopted_acceptance_is_declined_when_the_market_moved_against_i
     fair(market, "0.20")  # our YES bid is now worth far less than when it was quoted
     async with daemons.running() as daemon:
         declined = await daemon.row("confirm_declined", quote_id=quote.id)
-        assert declined["reason"] == "market_moved"
+        assert declined["reason"] == "last_look"
         assert quote.confirmed_ts is None
     assert venue.position(market.ticker) == 0
 

@@ -147,6 +147,36 @@ def test_recorded_model_fills_only_when_our_bid_is_at_least_the_recorded_one(
     assert D(result.summary["contracts_bought"]) == 20
 
 
+@pytest.mark.parametrize(
+    ("accepted_after", "last_look", "filled"),
+    [
+        (12.0, True, False),  # past the 10 s horizon: YES worth 0.40 against 0.50 quoted
+        (12.0, False, True),  # the same with quotes.last_look off
+        (0.5, True, True),  # before the first horizon: only the view's mid is known
+        (5.0, True, True),  # after the 1 s horizon only: 0.49, within the 0.02 tolerance
+    ],
+)
+def test_recorded_acceptances_get_the_daemon_s_last_look(
+    tmp_path: Path, accepted_after: float, last_look: bool, filled: bool
+) -> None:
+    write_rfqs(
+        tmp_path / "rec" / "rfqs-1.parquet",
+        [
+            rfq_row("moved", ts=0, mids=("0.49", "0.40"), accepted_side="yes",
+                    accepted_price="0.48", accepted_contracts="10", confirm="confirmed",
+                    executed="10", accepted_after=accepted_after, closed_after=20.0),
+        ],
+    )  # fmt: skip
+    # A quote that lives past the 10 s horizon (quotes.ttl_seconds is 10 by default).
+    settings = Settings.model_validate({"quotes": {"last_look": last_look, "ttl_seconds": 30}})
+    result = run(load_flow(tmp_path / "rec"), RECORDED, settings=settings)
+    row = _row(result, "moved")
+    assert (row["filled_side"] == "yes") is filled
+    if not filled:
+        assert row["reason"] == "declined:last_look"
+    assert result.summary["last_look_declines"] == (0 if filled else 1)
+
+
 def test_recorded_model_caps_the_recorded_size_at_what_we_offered(tmp_path: Path) -> None:
     # A $5.00 budget RFQ: the live quote's NO at 0.45 offered floor(5.00 / 0.45) = 11
     # contracts and the requester took 11; our NO at 0.48 offers floor(5.00 / 0.48) =

@@ -39,6 +39,7 @@ from mmbot.cli.argtypes import positive_seconds
 from mmbot.clients import (
     auth_refused_message,
     build_communications_stream,
+    build_orderbook_feed,
     build_rest_client,
     build_signer,
     describe_exchange,
@@ -541,6 +542,13 @@ async def run_daemon(
                         cfg,
                         rest=rest,
                         stream=build_communications_stream(cfg.kalshi, target.signer),
+                        feed=build_orderbook_feed(
+                            cfg.kalshi,
+                            target.signer,
+                            linger_seconds=cfg.marketdata.stream_linger_seconds,
+                        )
+                        if cfg.marketdata.stream
+                        else None,
                         journal=journal,
                         router=router,
                         metrics=metrics,

@@ -403,6 +403,20 @@ class QuotesSettings(BaseModel):
         default=Decimal("0.02"),
         description="replace a live quote when the reference mid moves more than this (dollars)",
     )
+    last_look: bool = Field(
+        default=True,
+        description=(
+            "re-price every acceptance before confirming it; off, only quotes found on "
+            "the exchange after a restart get that look"
+        ),
+    )
+    last_look_tolerance: Annotated[Decimal, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        default=Decimal("0.02"),
+        description=(
+            "decline an acceptance when the accepted side lost more than this since the "
+            "quote was priced (dollars per contract)"
+        ),
+    )
     rest_remainder: bool = Field(
         default=False,
         description=(
@@ -548,7 +562,16 @@ class MarketDataSettings(BaseModel):
         default=5.0, description="market data older than this is stale: no quote"
     )
     refresh_seconds: _PositiveSeconds = Field(
-        default=1.0, description="how often quoted markets are refreshed"
+        default=1.0,
+        description="how often quoted markets the stream does not cover freshly are polled",
+    )
+    stream: bool = Field(
+        default=True,
+        description="follow the books of quoted markets on the orderbook_delta WebSocket",
+    )
+    stream_linger_seconds: _PositiveSeconds = Field(
+        default=60.0,
+        description="keep following a market on the stream this long after its last RFQ",
     )
 
 

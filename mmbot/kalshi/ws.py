@@ -61,6 +61,7 @@ __all__ = [
     "Reconnected",
     "SubscriptionError",
     "WsStats",
+    "open_connection",
 ]
 
 log = structlog.get_logger("mmbot.kalshi.ws")
@@ -159,6 +160,31 @@ class _ConnectNoRedirect(connect):
     def process_redirect(self, exc: Exception) -> Exception | str:
         """Never follow a redirect: report the response as the failure it is."""
         return exc
+
+
+async def open_connection(
+    url: str,
+    headers: dict[str, str] | None,
+    *,
+    open_timeout: float,
+    ping_interval: float,
+    ping_timeout: float,
+) -> ClientConnection:
+    """Open a WebSocket to Kalshi: no redirects, no compression, no DEBUG header logging."""
+    return await _ConnectNoRedirect(
+        url,
+        additional_headers=headers,
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=_CLOSE_TIMEOUT_SECONDS,
+        max_size=_MAX_FRAME_BYTES,
+        logger=_LIB_LOGGER,
+        # No permessage-deflate: frames are a few hundred bytes, and inflating each one
+        # (and the server deflating it) costs latency on every frame for bandwidth we do
+        # not need.
+        compression=None,
+    )
 
 
 class CommunicationsStream:
@@ -383,19 +409,12 @@ class CommunicationsStream:
         return self._closing
 
     async def _open(self, headers: dict[str, str] | None) -> ClientConnection:
-        return await _ConnectNoRedirect(
+        return await open_connection(
             self._url,
-            additional_headers=headers,
+            headers,
             open_timeout=self._open_timeout,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
-            close_timeout=_CLOSE_TIMEOUT_SECONDS,
-            max_size=_MAX_FRAME_BYTES,
-            logger=_LIB_LOGGER,
-            # No permessage-deflate: frames are a few hundred bytes, and inflating each
-            # one (and the server deflating it) costs latency on every RFQ for bandwidth
-            # we do not need.
-            compression=None,
         )
 
     async def _connect(self) -> ClientConnection:

@@ -2,7 +2,10 @@
 
 When a requester accepts, the fill is built from our own record of the quote (our price,
 our market, at most our offered size for that side); a frame that disagrees is declined
-with its own reason. The risk book reserves the fill atomically (the event loop is
+with its own reason. Then the last look (:mod:`mmbot.lastlook`): stale market data
+declines, and the strategy's ``confirm`` judges the fill against the market as it stands
+now, by default declining (``last_look``) a side that lost more than
+``quotes.last_look_tolerance`` since it was quoted. The risk book reserves the fill atomically (the event loop is
 single-threaded and :meth:`RiskBook.reserve` is synchronous) and the confirm goes out on
 the write lane's highest priority, with a deadline inside the confirmation window (30 s,
 3 s on High Volatility Markets). An accept that risk declines is withdrawn and journaled
@@ -34,6 +37,7 @@ from mmbot.kalshi.models import (
     Side,
     accepted_bid,
 )
+from mmbot.lastlook import AcceptInfo, adverse_move, safe_confirm
 from mmbot.logs import log_context
 from mmbot.marketdata import MarketData
 from mmbot.quoting import timing
@@ -113,8 +117,9 @@ class Acceptances:
         *,
         schedule_execution_check: Callable[[LiveQuote, float], None],
         latency: LatencyObserver | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Confirm through ``rest`` the quotes ``book`` tracks."""
+        """Confirm through ``rest`` the quotes ``book`` tracks (``clock`` as the Responder's)."""
         self._rest = rest
         self._market_data = market_data
         self._risk = risk
@@ -125,6 +130,7 @@ class Acceptances:
         self._withdrawer = withdrawer
         self._schedule_execution_check = schedule_execution_check
         self._latency = latency
+        self._clock = clock
         #: False once the daemon stops: acceptances are declined from then on.
         self.quoting = True
         #: Our communications id: acceptances naming another maker as the quote's creator
@@ -184,10 +190,12 @@ class Acceptances:
         if not self._journal.healthy:
             await self._decline(live, msg, "journal_unhealthy", "the journal cannot be written")
             return
-        if live.adopted:
-            moved = await self._moved_against(live, fill)
-            if moved is not None:
-                await self._decline(live, msg, *moved)
+        if self._settings.last_look or live.adopted:
+            # A quote found by a reconciliation gets the look even with it off: its
+            # acceptance may be old, the market far from where the quote went out.
+            verdict = await self._last_look(live, msg, fill)
+            if verdict is not None:
+                await self._decline(live, msg, *verdict)
                 return
         decision = self._risk.reserve(msg.quote_id, market, fill)
         if not decision.ok:
@@ -195,34 +203,47 @@ class Acceptances:
             return
         await self._confirm(live, msg, fill, received_at)
 
-    async def _moved_against(self, live: LiveQuote, fill: MakerFill) -> tuple[str, str] | None:
-        """For an adopted quote: the decline reason if the market moved against the fill.
+    async def _last_look(
+        self, live: LiveQuote, msg: QuoteAcceptedMsg, fill: MakerFill
+    ) -> tuple[str, str] | None:
+        """The decline reason and detail if the market as it stands now refuses the fill.
 
-        An acceptance found by a reconciliation may be old: the market can have moved far
-        since the quote went out. Until a last look exists for every fill, one that moved
-        against us by more than ``quotes.requote_threshold`` is declined; with no fresh
-        reference at all it is declined too.
+        Stale or missing data declines (never confirm on blind); then the strategy's
+        ``confirm`` decides, by default on how far the accepted side moved since the quote.
         """
         market = live.rfq.market_ticker
-        await self._market_data.ensure_fresh(market)
+        if not self._market_data.is_fresh(market):
+            # Fetched only when the stream and the poll both let it go stale: the confirm
+            # window (3 s at the shortest) leaves room for one read.
+            await self._market_data.ensure_fresh(market)
         view = self._market_data.view(market, self._risk.position(market))
         if view is None or view.stale or view.mid is None:
             return "stale_market_data", f"no fresh reference price for {market}"
-        now = view.mid if fill.side == "yes" else _ONE - view.mid
-        if live.reference is not None:
-            then = live.reference if fill.side == "yes" else _ONE - live.reference
-        else:
-            # Without the reference it was priced against, our own bid stands for it: a bid
-            # sits below the value it was priced from, so this understates the move.
-            then = fill.price
-        moved = then - now
-        if moved > self._settings.requote_threshold:
-            return (
-                "market_moved",
-                f"{fill.side} is worth {now} now against {then} when quoted "
-                f"(more than requote_threshold {self._settings.requote_threshold} against us)",
+        accept = AcceptInfo(
+            quote_id=msg.quote_id,
+            rfq_id=live.rfq.id,
+            market_ticker=market,
+            side=fill.side,
+            price=fill.price,
+            contracts=fill.contracts,
+            reference=live.reference,
+            quoted_seconds_ago=max(0.0, self._clock() - live.sent_at) if live.sent_at else 0.0,
+            tolerance=self._settings.last_look_tolerance,
+        )
+        if self._latency is not None:
+            self._latency.last_look_move(adverse_move(accept, view.mid))
+        ok, detail, exc = safe_confirm(live.strategy, accept, view)
+        if ok:
+            return None
+        if exc is not None:
+            log.error(
+                "strategy_confirm_failed",
+                strategy=getattr(live.strategy, "name", "?"),
+                error=detail,
+                exc_info=exc,
             )
-        return None
+            return "strategy_error", detail
+        return "last_look", detail
 
     async def _confirm(
         self,

@@ -116,6 +116,7 @@ class QuoteManager:
             withdrawer,
             schedule_execution_check=self._schedule_execution_check,
             latency=latency,
+            clock=clock,
         )
         self._execution = Executions(
             rest,

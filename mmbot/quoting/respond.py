@@ -18,11 +18,11 @@ import structlog
 from mmbot.config import QuotesSettings
 from mmbot.journal import Journal
 from mmbot.kalshi.errors import KalshiError
-from mmbot.kalshi.models import Market, Rfq
+from mmbot.kalshi.models import Rfq
 from mmbot.kalshi.ratelimit import Shed
 from mmbot.kalshi.rest import InvalidQuoteError
 from mmbot.logs import log_context
-from mmbot.marketdata import MarketData, reference_mid
+from mmbot.marketdata import MarketData
 from mmbot.quoting import timing
 from mmbot.quoting.book import LiveQuote, QuoteBook
 from mmbot.quoting.gateway import QuoteGateway
@@ -411,10 +411,12 @@ class Responder:
             rfq_id=rfq_id, quote_id=quote_id, market=live.rfq.market_ticker, reason="rfq_deleted"
         )
 
-    def on_market(self, market: Market) -> None:
-        """A refreshed market: replace quotes whose reference moved past the threshold."""
-        mid = reference_mid(market)
-        for live in list(self._book.by_market.get(market.ticker, {}).values()):
+    def on_market(self, ticker: str, mid: Decimal | None) -> None:
+        """A market's reference moved to ``mid``: replace quotes it moved past the threshold."""
+        quotes = self._book.by_market.get(ticker)
+        if not quotes:
+            return  # the common case on the stream: a market with no quote of ours
+        for live in list(quotes.values()):
             if live.state != "open":
                 continue
             moved = (

@@ -54,3 +54,6 @@ class LatencyObserver(Protocol):
 
     def accept_to_confirm(self, seconds: float) -> None:
         """An acceptance's frame was received ``seconds`` before its confirm was acknowledged."""
+
+    def last_look_move(self, moved: Decimal) -> None:
+        """At a last look, the accepted side had lost ``moved`` dollars since it was quoted."""

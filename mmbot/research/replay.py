@@ -25,11 +25,17 @@ Fill models (what a requester would have done with the replayed quote):
     requesters do, and takes the side that costs it least. An optimistic bound: every
     quote good enough fills, and no requester knows more than the mid.
 
+Every acceptance gets the daemon's last look (:mod:`mmbot.lastlook`, with
+``quotes.last_look`` and ``last_look_tolerance`` from the settings) against the latest
+recorded mid no later than it, the strategy's own ``confirm`` included; a declined one is
+marked ``declined:last_look`` and counted in the summary's ``last_look_declines``.
+
 Markets that settle (the recording's ``settlements``) settle positions at 0 or 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections.abc import Callable, Mapping
@@ -44,6 +50,7 @@ from mmbot.config import Settings
 from mmbot.daemon import risk_limits
 from mmbot.fees import FeeModel
 from mmbot.kalshi.models import MakerFill, MveLeg, PriceRange, Rfq
+from mmbot.lastlook import AcceptInfo, safe_confirm
 from mmbot.quoting.pricing import Decline, contracts_for, price_quote, sized
 from mmbot.research.recording import Recording, collector_paused
 from mmbot.risk import RiskBook
@@ -317,6 +324,7 @@ class _Replay:
         self.mtm = _ZERO
         self.mtm_at: datetime | None = None
         self.threshold_index = 0
+        self.last_look_declines = 0
         if fill_model.name == "threshold":
             horizon = fill_model.horizon if fill_model.horizon is not None else flow.horizons[0]
             if horizon not in flow.horizons:
@@ -391,6 +399,12 @@ class _Replay:
         rec = self.flow.rows[index]
         fill = MakerFill(side=side, price=price, contracts=contracts)  # type: ignore[arg-type]
         quote_id = rec.rfq.id
+        if self.settings.quotes.last_look:
+            refused = self._last_look(index, rec, fill)
+            if refused is not None:
+                cols["reason"][index] = f"declined:{refused}"
+                self.last_look_declines += 1
+                return
         decision = self.risk.reserve(quote_id, rec.market, fill)
         if not decision.ok:
             cols["reason"][index] = f"declined:{decision.reason}"
@@ -401,6 +415,46 @@ class _Replay:
             self._push(at or self.now, _EXECUTE, (index, _ZERO))
             return
         self._push(at or self.now, _EXECUTE, (index, executed))
+
+    def _last_look(self, index: int, rec: _Recorded, fill: MakerFill) -> str | None:
+        """The daemon's last look at an acceptance, on the mids the recording holds.
+
+        The market at the acceptance is the latest recorded mid no later than it: the
+        view's mid, then each horizon's as it passes. Returns the decline reason, or None.
+        """
+        strategy = self.router.route(rec.market, rec.event)
+        offset = (self.now - rec.ts).total_seconds()
+        mid = rec.mid
+        for horizon, later in zip(self.flow.horizons, rec.mids, strict=True):
+            if horizon <= offset and later is not None:
+                mid = later
+        if strategy is None or rec.view is None or mid is None:
+            return "stale_market_data"
+        accept = AcceptInfo(
+            quote_id=rec.rfq.id,
+            rfq_id=rec.rfq.id,
+            market_ticker=rec.market,
+            side=fill.side,
+            price=fill.price,
+            contracts=fill.contracts,
+            reference=rec.mid,
+            quoted_seconds_ago=max(0.0, offset),
+            tolerance=self.settings.quotes.last_look_tolerance,
+        )
+        # Only the mid is known at the acceptance: the view carries it as the last price.
+        now = dataclasses.replace(
+            rec.view,
+            yes_bid=None,
+            yes_ask=None,
+            last_price=mid,
+            age_seconds=0.0,
+            stale=False,
+            position=self.risk.position(rec.market),
+        )
+        ok, _, exc = safe_confirm(strategy, accept, now)
+        if ok:
+            return None
+        return "strategy_error" if exc is not None else "last_look"
 
     def _execute(self, index: int, contracts: Decimal | None) -> None:
         rec = self.flow.rows[index]
@@ -605,6 +659,7 @@ class _Replay:
             "fill_markout": fill_markout,
             "strategy_errors": self.errors,
             "first_strategy_error": self.first_error,
+            "last_look_declines": self.last_look_declines,
             "contracts_bought": str(sum((c for c in cols["filled_contracts"] if c), _ZERO)),
         }
         if self.flow.has_fair_value:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -12,7 +14,9 @@ import orjson
 from aiohttp import WSMsgType
 
 from mmbot.kalshi.auth import Signer
+from mmbot.kalshi.bookfeed import OrderbookFeed
 from mmbot.mock.server import MockExchange
+from mmbot.mock.sim import CENT_STRUCTURE, SimMarket
 
 
 async def connect(
@@ -73,3 +77,38 @@ async def control(session: aiohttp.ClientSession, mock: MockExchange, path: str,
     async with session.post(url, json=body, headers=mock.control_headers) as response:
         assert response.status == 200, await response.text()
         return await response.json()
+
+
+def cent_markets(mock: MockExchange) -> list[SimMarket]:
+    markets = [
+        m
+        for m in mock.exchange.markets.values()
+        if m.price_level_structure == CENT_STRUCTURE and not m.is_combo
+    ]
+    # Away from the edges so both sides of every book hold bids.
+    for number, market in enumerate(markets):
+        market.fair_micros = 300_000 + 40_000 * number
+    return markets
+
+
+def make_feed(mock: MockExchange, signer: Signer, **options: Any) -> OrderbookFeed:
+    settings: dict[str, Any] = {"reconnect_min_seconds": 0.05, "reconnect_max_seconds": 0.2}
+    settings.update(options)
+    return OrderbookFeed(mock.ws_url, signer, **settings)
+
+
+@asynccontextmanager
+async def running(feed: OrderbookFeed) -> AsyncIterator[OrderbookFeed]:
+    task = asyncio.create_task(feed.run())
+    try:
+        yield feed
+    finally:
+        await feed.close()
+        await asyncio.wait_for(task, 3)
+
+
+async def rest_top(
+    session: aiohttp.ClientSession, mock: MockExchange, signer: Signer, ticker: str
+) -> tuple[Decimal, Decimal]:
+    market = (await rest_get(session, mock, signer, f"/markets/{ticker}"))["market"]
+    return Decimal(market["yes_bid_dollars"]), Decimal(market["yes_ask_dollars"])
