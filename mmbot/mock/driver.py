@@ -19,10 +19,10 @@ Three activities run while the mock exchange serves:
 * informed requesters: about ``informed_fraction`` of the stream's RFQs (the plan's
   ``informed`` flag, drawn under the seed) come from requesters that never shop within a
   reservation. The driver notes the market's fair value when each quote on such an RFQ
-  is created; after every walk step, if fair has since moved against the maker by more
-  than ``informed_move_threshold`` (fell, for the maker's ``yes_bid``; rose, for its
-  ``no_bid``), the requester accepts that quote at once on the side the move made a
-  bargain (:func:`~mmbot.mock.informed.choose_bargain`). That picks off stale quotes,
+  is created; after every walk step (and a reaction time of up to 0.1 s, times
+  ``time_scale``), if fair has since moved against the maker by more than
+  ``informed_move_threshold`` (fell, for the maker's ``yes_bid``; rose, for its
+  ``no_bid``), the requester accepts that quote on the side the move made a bargain (:func:`~mmbot.mock.informed.choose_bargain`). That picks off stale quotes,
   which a maker's last look should decline. Without such a move the RFQ simply expires
   at the end of its lifetime: an informed requester only trades with an edge. The check
   rides on the walk, so with no walk (``step_interval_seconds`` 0) call
@@ -79,6 +79,11 @@ log = structlog.get_logger("mmbot.mock")
 _ONE_CONTRACT = Decimal(1)
 # Re-checks an expired RFQ this much later (scaled) while a deal on it is in flight.
 _EXPIRY_RECHECK_SECONDS = 1.0
+# An informed requester reacts to a move within this long (drawn uniformly per step, then
+# scaled by time_scale). Some of its acceptances land before a maker can have seen the
+# move, some after the move is on the book but before the maker's requote: the ones a
+# last look exists to refuse.
+_INFORMED_REACTION_MAX_SECONDS = 0.1
 
 
 def partial_contracts(offered: Decimal, fraction: Decimal | None) -> Decimal | None:
@@ -162,6 +167,8 @@ class SimulationDriver:
         )
         self._informed_threshold = threshold_micros(informed_move_threshold)
         self._walk_rng = random.Random(f"mmbot-mock-walk:{seed}")  # noqa: S311 - simulation
+        # Its own generator: the walk's draws, and so the seeded prices, stay as they were.
+        self._reaction_rng = random.Random(f"mmbot-mock-reaction:{seed}")  # noqa: S311
         self._step_interval = step_interval_seconds
         self._restart_delay = restart_delay_seconds
         self._tracked: dict[str, _Tracked] = {}
@@ -236,7 +243,10 @@ class SimulationDriver:
                 # The nominal interval rather than the measured one keeps the walk
                 # reproducible under the seed however busy the event loop is.
                 market.step(self._walk_rng, self._step_interval)
-            self.informed_look()
+            reaction = self._reaction_rng.uniform(0.0, _INFORMED_REACTION_MAX_SECONDS)
+            asyncio.get_running_loop().call_later(
+                reaction * self.exchange.time_scale, self.informed_look
+            )
 
     def _launch(self, plan: RfqPlan) -> RfqRecord | None:
         requester = self._by_id.get(plan.requester)
