@@ -153,6 +153,9 @@ class Faults:
         # Executions draw from their own stream: how many frames went to how many
         # connections must not change which trade is filled partly.
         self._fill_rng = random.Random(f"mmbot-mock-fill-faults:{seed}")  # noqa: S311
+        # Market data too: how many book changes were published (which depends on timing)
+        # must not change which quote creation gets a 429 or which event is cut off.
+        self._md_rng = random.Random(f"mmbot-mock-md-faults:{seed}")  # noqa: S311
         self._clock = clock
         self._config = config
         self._refuse_until = 0.0
@@ -223,6 +226,14 @@ class Faults:
         if fraction >= 1:
             return True
         return self._rng.random() < fraction
+
+    def md_draw(self, fraction: float) -> bool:
+        """As :meth:`draw`, from the market-data stream's own generator."""
+        if fraction <= 0:
+            return False
+        if fraction >= 1:
+            return True
+        return self._md_rng.random() < fraction
 
     def choose(self, options: int) -> int:
         """A seeded index in ``range(options)``."""

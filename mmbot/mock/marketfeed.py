@@ -539,7 +539,7 @@ class MarketFeed:
     def _skip_delta(self) -> bool:
         if self._pending_gaps > 0:
             self._pending_gaps -= 1
-        elif not self._server.faults.draw(self._server.faults.config.md_gap_fraction):
+        elif not self._server.faults.md_draw(self._server.faults.config.md_gap_fraction):
             return False
         self.stats.md_gaps_injected += 1
         return True
@@ -597,9 +597,10 @@ class MarketFeed:
 
     def _queue(self, conn: Connection, text: str) -> bool:
         faults = self._server.faults
-        if faults.draw(faults.config.malformed_fraction):
+        if faults.md_draw(faults.config.malformed_fraction):
             conn.send_market_data(text[: max(1, len(text) // 2)])
-            self._server.stats.malformed_sent += 1
+            # Not in the server's malformed_sent: that one counts what a communications
+            # client should report as invalid frames, and market data is counted apart.
             self.stats.md_malformed_sent += 1
         if not conn.send_market_data(text):
             return False
