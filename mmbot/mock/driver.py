@@ -22,8 +22,9 @@ Three activities run while the mock exchange serves:
   is created; after every walk step (and a reaction time of up to 0.1 s, times
   ``time_scale``), if fair has since moved against the maker by more than
   ``informed_move_threshold`` (fell, for the maker's ``yes_bid``; rose, for its
-  ``no_bid``), the requester accepts that quote on the side the move made a bargain (:func:`~mmbot.mock.informed.choose_bargain`). That picks off stale quotes,
-  which a maker's last look should decline. Without such a move the RFQ simply expires
+  ``no_bid``), the requester accepts that quote on the side the move made a bargain
+  (:func:`~mmbot.mock.informed.choose_bargain`). That picks off stale quotes, which a
+  maker's last look should decline. Without such a move the RFQ simply expires
   at the end of its lifetime: an informed requester only trades with an edge. The check
   rides on the walk, so with no walk (``step_interval_seconds`` 0) call
   :meth:`SimulationDriver.informed_look` after moving a market by hand. Counted in

@@ -5,11 +5,12 @@ our market, at most our offered size for that side); a frame that disagrees is d
 with its own reason. Then the last look (:mod:`mmbot.lastlook`): stale market data
 declines, and the strategy's ``confirm`` judges the fill against the market as it stands
 now, by default declining (``last_look``) a side that lost more than
-``quotes.last_look_tolerance`` since it was quoted. The risk book reserves the fill atomically (the event loop is
-single-threaded and :meth:`RiskBook.reserve` is synchronous) and the confirm goes out on
-the write lane's highest priority, with a deadline inside the confirmation window (30 s,
-3 s on High Volatility Markets). An accept that risk declines is withdrawn and journaled
-with its reason; so is one of a quote being withdrawn, never confirmed.
+``quotes.last_look_tolerance`` since it was quoted. The risk book reserves the fill
+atomically (the event loop is single-threaded and :meth:`RiskBook.reserve` is
+synchronous) and the confirm goes out on the write lane's highest priority, with a
+deadline inside the confirmation window (30 s, 3 s on High Volatility Markets). An
+accept that risk declines is withdrawn and journaled with its reason; so is one of a
+quote being withdrawn, never confirmed.
 """
 
 from __future__ import annotations
