@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mmbot.bench.harness import BenchOptions, format_table, run_bench
 from mmbot.bench.lean import LeanQuoter
+from mmbot.bench.metrics import histogram_quantile, market_data_figures
 from mmbot.bench.procs import cpu_seconds, rss_bytes
 from mmbot.bench.stats import cdf_points, percentile, ratio, summarize_ns
 from mmbot.kalshi.auth import KalshiAuth, Signer
@@ -269,6 +270,46 @@ def test_cli_lean_and_event_loop_knobs_reach_the_options() -> None:
     names = [spec.name for spec in options.phase_specs()]
     assert names == ["daemon_low", "baseline_low", "lean_low", "daemon_high", "baseline_high"]
     assert [spec.quoter for spec in BenchOptions().phase_specs()][-1] == "lean"
+
+
+def test_market_data_knobs_reach_the_options_and_the_daemon_config() -> None:
+    from mmbot import cli
+    from mmbot.cli.bench import _options
+
+    argv = ["bench", "--quick", "--daemon-md-stream", "off", "--daemon-last-look", "on"]
+    argv += ["--md-updates-per-second", "200"]
+    options = _options(cli.build_parser().parse_args(argv))
+    assert isinstance(options, BenchOptions)
+    assert (options.daemon_md_stream, options.daemon_last_look) == (False, True)
+    assert options.md_updates_per_second == 200
+    assert BenchOptions().daemon_md_stream is None  # unset: the key is not written
+
+
+def _lag(counts: dict[str, float], total: float) -> dict[str, list[tuple[dict[str, str], float]]]:
+    buckets = [({"le": le}, value) for le, value in counts.items()]
+    return {
+        "mmbot_marketdata_update_lag_seconds_bucket": buckets,
+        "mmbot_marketdata_stream_messages_total": [({}, total)],
+        "mmbot_rest_requests_total": [
+            ({"endpoint": "list_markets", "status": "200"}, total / 100),
+            ({"endpoint": "create_quote", "status": "201"}, total),
+        ],
+    }
+
+
+def test_market_data_figures_read_the_window_s_histogram_like_prometheus() -> None:
+    before = _lag({"0.01": 0, "0.02": 0, "0.05": 0, "+Inf": 0}, 0)
+    # 100 observations in the window: 50 under 10 ms, 48 in (10, 20] ms, 2 in (20, 50] ms.
+    after = _lag({"0.01": 50, "0.02": 98, "0.05": 100, "+Inf": 100}, 1000)
+    assert histogram_quantile(before, after, "mmbot_marketdata_update_lag_seconds", 0.5) == 0.01
+    p99 = histogram_quantile(before, after, "mmbot_marketdata_update_lag_seconds", 0.99)
+    assert p99 == pytest.approx(0.02 + 0.03 * 0.5)
+    figures = market_data_figures(before, after, 10.0, 200.0)
+    assert figures["lag_p99_ms"] == pytest.approx(35.0)
+    assert figures["stream_messages_per_second"] == 100.0
+    assert figures["market_reads_per_second"] == 1.0
+    assert figures["reads_per_second"] == 1.0  # the quote creations are writes
+    assert histogram_quantile(before, before, "mmbot_marketdata_update_lag_seconds", 0.99) is None
 
 
 async def test_lean_quoter_quotes_and_confirms_over_sockets() -> None:

@@ -34,7 +34,7 @@ from mmbot.bench.launch import (
     _start_exchange,
     _write_key,
 )
-from mmbot.bench.metrics import _by_label, _counter_delta, _gauges, _metric_sum
+from mmbot.bench.metrics import _by_label, _counter_delta, _gauges, _metric_sum, market_data_figures
 from mmbot.bench.options import BenchOptions, PhaseSpec
 from mmbot.bench.procs import cpu_seconds, rss_bytes
 from mmbot.bench.report import build_report, draw_cdf, format_table
@@ -82,6 +82,8 @@ def _run_phase(ctx: _Context, spec: PhaseSpec) -> dict[str, Any]:
         f"{spec.write_tokens_per_second:g} tokens/s (capacity {spec.write_bucket_capacity:g})"
     )
     _set_budget(ctx, spec)
+    md_rate = options.md_updates_per_second if spec.quoter == "daemon" else 0.0
+    ctx.post("/faults", {"market_updates_per_second": md_rate})
     quoter = _Quoter(ctx, spec, spec.name)
     exit_code: int | None = None
     try:
@@ -107,6 +109,8 @@ def _run_phase(ctx: _Context, spec: PhaseSpec) -> dict[str, Any]:
         ctx.notes.append(f"{spec.name}: the daemon exited with code {exit_code} on SIGTERM")
     counts = _last_json_line(quoter.proc.stdout()) if spec.quoter != "daemon" else None
     result = _phase_result(spec, state, before, after, cpu1 - cpu0, wall, memory, exit_code, counts)
+    if spec.quoter == "daemon":
+        result["market_data"] = market_data_figures(before, after, wall, md_rate)
     result["event_loop"] = _event_loop(spec, quoter.proc)
     return result
 

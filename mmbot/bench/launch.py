@@ -256,6 +256,13 @@ status_interval_seconds = 5
         # The research recording on, to measure what it costs the hot path.
         recordings = ctx.work / f"recording-{tag}"
         text += f'\n[recording]\nenabled = true\npath = "{recordings}"\n'
+    if ctx.options.daemon_md_stream is not None:
+        stream = "true" if ctx.options.daemon_md_stream else "false"
+        text += f"\n[marketdata]\nstream = {stream}\n"
+    if ctx.options.daemon_last_look is not None:
+        # Appended as a second [quotes] table would be a TOML error: a dotted key instead.
+        look = "true" if ctx.options.daemon_last_look else "false"
+        text = text.replace("[quotes]\n", f"[quotes]\nlast_look = {look}\n", 1)
     path = ctx.work / f"daemon-{tag}.toml"
     path.write_text(text)
     return path

@@ -59,6 +59,13 @@ class BenchOptions:
     daemon_event_loop: str | None = None
     #: Whether the daemon records its run for research (``recording.enabled``).
     daemon_recording: bool = False
+    #: ``marketdata.stream`` and ``quotes.last_look`` in the daemon's config; None leaves
+    #: the key out (its default applies: both on).
+    daemon_md_stream: bool | None = None
+    daemon_last_look: bool | None = None
+    #: Order-book changes per second the exchange publishes on top of its own walk, during
+    #: daemon phases (0: only the walk).
+    md_updates_per_second: float = 0.0
     #: ``--event-loop`` of the lean quoter.
     lean_event_loop: str = "auto"
 

@@ -239,6 +239,16 @@ def format_table(report: Mapping[str, Any]) -> str:
             lines.append(
                 f"daemon/lean RFQ-to-quote ({label} rate): p50 {_fmt(p50, 2)}, p99 {_fmt(p99, 2)}"
             )
+    for name, phase in (("daemon_low", dl), ("daemon_high", dh)):
+        md = (phase or {}).get("market_data")
+        if md:
+            lines.append(
+                f"market data ({name}): {md['offered_updates_per_second']:g} book changes/s "
+                f"offered, {md['stream_messages_per_second']:g} stream messages/s applied; "
+                f"book lag p50 {_fmt(md['lag_p50_ms'])} ms, p99 {_fmt(md['lag_p99_ms'])} ms "
+                f"(target <= 50); REST reads {_fmt(md['reads_per_second'])}/s, of which "
+                f"market data {_fmt(md['market_reads_per_second'])}/s; gaps {_fmt(md['gaps'])}"
+            )
     if dh:
         lines.append("")
         lines.append(f"shed by reason (high rate): {_fmt(dh.get('shed_by_reason'))}")

@@ -78,6 +78,22 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the daemon records its run for research (recording.enabled) while measured",
     )
     add(
+        "--daemon-md-stream",
+        choices=("on", "off"),
+        help="marketdata.stream in the daemon's config (default: not written, so on)",
+    )
+    add(
+        "--daemon-last-look",
+        choices=("on", "off"),
+        help="quotes.last_look in the daemon's config (default: not written, so on)",
+    )
+    add(
+        "--md-updates-per-second",
+        type=float,
+        metavar="N",
+        help="order-book changes/s the exchange publishes during daemon phases (0)",
+    )
+    add(
         "--lean-event-loop",
         choices=get_args(EventLoopChoice),
         help="event loop of the lean quoter (auto)",
@@ -139,11 +155,16 @@ def _options(args: argparse.Namespace) -> object:
         "log_dir": args.log_dir,
         "daemon_event_loop": args.daemon_event_loop,
         "daemon_recording": args.daemon_recording,
+        "md_updates_per_second": args.md_updates_per_second,
         "lean_event_loop": args.lean_event_loop,
     }
     for name, value in mapping.items():
         if value is not None:
             setattr(options, name, value)
+    if args.daemon_md_stream is not None:
+        options.daemon_md_stream = args.daemon_md_stream == "on"
+    if args.daemon_last_look is not None:
+        options.daemon_last_look = args.daemon_last_look == "on"
     if args.no_baseline_high:
         options.baseline_high = False
     if args.no_lean_high:
